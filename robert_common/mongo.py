@@ -1,0 +1,126 @@
+"""MongoDB access: one client factory, and the embedded SecantusDB server for development and tests.
+
+SecantusDB (GPL-2.0-only) is never imported: it runs as its own server process (``python -m secantus``)
+and we talk to it over the MongoDB wire protocol like any ``mongod``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger(__name__)
+
+
+def mongo_client(uri: str, *, timeout_ms: int = 5000) -> AsyncMongoClient:
+    """The async client every component uses. Short timeouts: a slow database gives a clear error."""
+    return AsyncMongoClient(
+        uri,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=max(timeout_ms * 6, 30_000),
+        uuidRepresentation="standard",
+        tz_aware=True,
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedMongoError(RuntimeError):
+    pass
+
+
+class EmbeddedMongo:
+    """Starts SecantusDB on 127.0.0.1 with its data in ``data_dir``; ``stop()`` ends it.
+
+    Use as a context manager or call start()/stop(). ``data_dir=None`` keeps the data in memory
+    (a temporary folder the server removes on exit): what the test suite uses.
+    """
+
+    def __init__(self, data_dir: Path | None, *, port: int = 0, startup_timeout: float = 60.0) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self) -> str:
+        if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
+            raise EmbeddedMongoError("no Python interpreter to run SecantusDB")
+        storage = ":memory:"
+        log_target: int | object = subprocess.DEVNULL
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            storage = str(self.data_dir / "db")
+            log_target = open(self.data_dir / "secantusdb.log", "ab")  # noqa: SIM115 - closed with the process
+        cmd = [
+            sys.executable, "-m", "secantus",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--storage-path", storage, "--log-level", "WARNING",
+        ]  # fmt: skip
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log_target, stderr=log_target,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        except OSError as e:
+            raise EmbeddedMongoError(f"cannot start SecantusDB: {e}") from None
+        self._wait_ready()
+        log.info("embedded database ready", extra={"port": self.port})
+        return self.uri
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        client: MongoClient = MongoClient(self.uri, serverSelectionTimeoutMS=500)
+        try:
+            while True:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise EmbeddedMongoError(
+                        "SecantusDB exited at start-up (is the 'embedded' extra installed? "
+                        "is its data folder used by another server?)"
+                    )
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise EmbeddedMongoError("SecantusDB did not answer in time") from None
+                    time.sleep(0.1)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> EmbeddedMongo:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,38 @@
+"""Shared fixtures: one real database server for the whole session, a fresh database per test.
+
+With ROBERT_MONGODB_URI set the tests use that server; otherwise they start the embedded SecantusDB
+(in memory) and stop it at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from robert_common.mongo import EmbeddedMongo, mongo_client
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    uri = os.environ.get("ROBERT_MONGODB_URI")
+    if uri:
+        yield uri
+        return
+    with EmbeddedMongo(None) as server:
+        yield server.uri
+
+
+@pytest.fixture
+async def db(mongo_uri: str) -> AsyncIterator[AsyncDatabase]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    client = mongo_client(mongo_uri)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield client[name]
+    finally:
+        await client.drop_database(name)
+        await client.close()
