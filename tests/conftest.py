@@ -15,6 +15,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from robert_common.mongo import EmbeddedMongo, mongo_client
 
+# Fixtures each component offers to the others' tests (one module per component).
+pytest_plugins = ["tests.fixtures.crypto", "tests.fixtures.api", "tests.fixtures.codes"]
+
 
 @pytest.fixture(scope="session")
 def mongo_uri() -> Iterator[str]:
