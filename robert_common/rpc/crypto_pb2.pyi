@@ -138,10 +138,10 @@ class Contact(_message.Message):
     MACS_FIELD_NUMBER: _ClassVar[int]
     ebid: bytes
     ecc: bytes
-    time_collected: _containers.RepeatedScalarFieldContainer[int]
-    time_from_hello: _containers.RepeatedScalarFieldContainer[int]
+    time_collected: bytes
+    time_from_hello: bytes
     macs: bytes
-    def __init__(self, ebid: _Optional[bytes] = ..., ecc: _Optional[bytes] = ..., time_collected: _Optional[_Iterable[int]] = ..., time_from_hello: _Optional[_Iterable[int]] = ..., macs: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, ebid: _Optional[bytes] = ..., ecc: _Optional[bytes] = ..., time_collected: _Optional[bytes] = ..., time_from_hello: _Optional[bytes] = ..., macs: _Optional[bytes] = ...) -> None: ...
 
 class ValidateContactsRequest(_message.Message):
     __slots__ = ("contacts", "server_country_code", "hello_tolerance")
@@ -164,8 +164,8 @@ class ContactValidation(_message.Message):
     country_code: int
     id_a: bytes
     epoch_id: int
-    hello_verdicts: _containers.RepeatedScalarFieldContainer[HelloVerdict]
-    def __init__(self, status: _Optional[_Union[ContactStatus, str]] = ..., country_code: _Optional[int] = ..., id_a: _Optional[bytes] = ..., epoch_id: _Optional[int] = ..., hello_verdicts: _Optional[_Iterable[_Union[HelloVerdict, str]]] = ...) -> None: ...
+    hello_verdicts: bytes
+    def __init__(self, status: _Optional[_Union[ContactStatus, str]] = ..., country_code: _Optional[int] = ..., id_a: _Optional[bytes] = ..., epoch_id: _Optional[int] = ..., hello_verdicts: _Optional[bytes] = ...) -> None: ...
 
 class ValidateContactsResponse(_message.Message):
     __slots__ = ("results",)

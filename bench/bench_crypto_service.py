@@ -1,0 +1,175 @@
+"""Benchmark of the gRPC crypto service: ``python -m bench crypto_service``.
+
+Starts an in-memory SecantusDB and ``robert crypto`` as its own process (so its CPU time can be read
+from /proc), then prints: CreateRegistration/s, AuthenticateRequest-with-bundle/s and the server's CPU
+ms per call, and ValidateContacts HELLOs/s for a batch of 1000 contacts x 100 HELLOs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from crypto_backend import protocol
+from crypto_backend.keystore import FileKeyStore
+from robert_common.clock import Clock, ServiceTime
+from robert_common.mongo import EmbeddedMongo, free_port
+from robert_common.settings import load_settings
+from robert_server.crypto_client import Bundle, ContactToValidate, CryptoClient, CryptoError, RequestType
+
+CONCURRENCY = 16
+REGISTRATIONS = 1000  # also the phones of the ValidateContacts batch
+STATUS_CALLS = 2000
+HELLOS_PER_CONTACT = 100
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+async def _run(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> float:
+    """Run the calls with ``concurrency`` in flight; return the wall time."""
+    queue = iter(calls)
+
+    async def worker() -> None:
+        for call in queue:
+            await call()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+def _phone() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    private = ec.generate_private_key(ec.SECP256R1())
+    spki = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, spki
+
+
+async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTime) -> None:
+    client = CryptoClient(address, timeout=120.0)
+    for _ in range(100):
+        try:
+            await client.registration_public_key()
+            break
+        except CryptoError:
+            await asyncio.sleep(0.1)
+    server_spki = store.registration_public_key()
+    epoch = service.current_epoch()
+    bundle_days = 4
+
+    # CreateRegistration
+    phones = [_phone() for _ in range(REGISTRATIONS)]
+    registrations: list[bytes] = [b""] * REGISTRATIONS
+
+    def register(i: int) -> Callable[[], Awaitable[object]]:
+        async def call() -> None:
+            reg = await client.create_registration(phones[i][1], epoch, bundle_days, 0x21)
+            registrations[i] = reg.id_a
+
+        return call
+
+    cpu0 = _cpu_seconds(pid)
+    wall = await _run([register(i) for i in range(REGISTRATIONS)], CONCURRENCY)
+    cpu = _cpu_seconds(pid) - cpu0
+    print(
+        f"CreateRegistration: {REGISTRATIONS / wall:8.0f} /s  (4-day bundle, {CONCURRENCY} in flight), "
+        f"server CPU {1000 * cpu / REGISTRATIONS:.2f} ms/call"
+    )
+
+    # AuthenticateRequest with a fresh bundle (/status)
+    keys = [protocol.derive_client_keys(private, server_spki) for private, _ in phones]
+    k_s = store.day_key(service.day_of_epoch(epoch))
+    assert k_s is not None
+    t = Clock().ntp_now()
+    requests = []
+    for i in range(STATUS_CALLS):
+        j = i % REGISTRATIONS
+        ebid = protocol.encrypt_ebid(k_s, epoch, registrations[j])
+        mac = protocol.request_mac(keys[j][0], protocol.SALT_STATUS, ebid, epoch, t)
+        requests.append((ebid, mac))
+    bundle = Bundle(epoch, bundle_days, 0x21)
+
+    def status(i: int) -> Callable[[], Awaitable[object]]:
+        ebid, mac = requests[i]
+        return lambda: client.authenticate(ebid, epoch, t, mac, RequestType.STATUS, bundle=bundle)
+
+    cpu0 = _cpu_seconds(pid)
+    wall = await _run([status(i) for i in range(STATUS_CALLS)], CONCURRENCY)
+    cpu = _cpu_seconds(pid) - cpu0
+    print(
+        f"AuthenticateRequest+bundle: {STATUS_CALLS / wall:8.0f} /s  ({CONCURRENCY} in flight), "
+        f"server CPU {1000 * cpu / STATUS_CALLS:.2f} ms/call (identity read included)"
+    )
+
+    # ValidateContacts: 1000 contacts x 100 HELLOs, one per registered phone
+    start = service.epoch_start(epoch)
+    times = [start + 5 * k for k in range(HELLOS_PER_CONTACT)]
+    k_g = store.federation_key()
+    contacts = []
+    for j in range(REGISTRATIONS):
+        ebid = protocol.encrypt_ebid(k_s, epoch, registrations[j])
+        ecc = protocol.encrypt_country_code(k_g, ebid, 0x21)
+        macs = [protocol.hello_mac(keys[j][0], ecc, ebid, tt & 0xFFFF) for tt in times]
+        contacts.append(ContactToValidate.from_lists(ebid, ecc, times, [tt & 0xFFFF for tt in times], macs))
+    hellos = REGISTRATIONS * HELLOS_PER_CONTACT
+    best = float("inf")
+    for _ in range(3):
+        cpu0 = _cpu_seconds(pid)
+        started = time.perf_counter()
+        results = await client.validate_contacts(contacts)
+        wall = time.perf_counter() - started
+        cpu = _cpu_seconds(pid) - cpu0
+        best = min(best, wall)
+    valid = sum(int(r.valid_hellos.sum()) for r in results)
+    assert valid == hellos, f"only {valid} of {hellos} HELLOs valid"
+    print(
+        f"ValidateContacts: {hellos / best:8.0f} HELLOs/s  ({REGISTRATIONS} contacts x {HELLOS_PER_CONTACT} "
+        f"HELLOs in {best * 1000:.0f} ms, identities read with $in in chunks of 50; "
+        f"server CPU {cpu * 1000:.0f} ms per batch)"
+    )
+    await client.close()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedMongo(None) as mongo:
+        path = Path(tmp) / "keystore.json"
+        store = FileKeyStore.create(path, b"bench", scrypt_n=2**10)
+        store.rotate(Clock().utcnow().date(), days_ahead=6, retention_days=20)
+        settings = load_settings()
+        port = free_port()
+        env = {
+            **os.environ,
+            "ROBERT_MONGODB_URI": mongo.uri,
+            "ROBERT_CRYPTO_MONGODB_DATABASE": f"bench_{secrets.token_hex(4)}",
+            "ROBERT_KEYSTORE_PATH": str(path),
+            "ROBERT_KEYSTORE_PASSPHRASE": "bench",
+            "ROBERT_CRYPTO_LISTEN": f"127.0.0.1:{port}",
+            "ROBERT_LOG_LEVEL": "WARNING",
+        }
+        proc = subprocess.Popen([sys.executable, "-m", "robert_server.cli", "crypto"], env=env)
+        try:
+            service = ServiceTime(settings.time_start_date, Clock())
+            asyncio.run(_bench(f"127.0.0.1:{port}", proc.pid, store, service))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()

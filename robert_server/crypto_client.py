@@ -1,0 +1,293 @@
+"""The typed async client of the crypto service (proto/crypto.proto), for the API and the matching worker.
+
+Every call has a deadline (``timeout``, the ROBERT_CRYPTO_TIMEOUT setting). Every gRPC failure becomes
+one exception type, :class:`CryptoError`, with ``.reason`` (the ErrorReason name the service put in the
+``robert-reason`` trailer, e.g. ``"UNKNOWN_IDENTITY"``, ``"NO_KEY_FOR_DAY"``, ``"INVALID_MAC"``) and
+``.unavailable`` (the service is down or too slow: the caller should answer 503, not 4xx).
+
+Usage::
+
+    async with CryptoClient(settings.crypto_address, settings.crypto_timeout) as crypto:
+        reg = await crypto.create_registration(spki_der, epoch, settings.bundle_days, settings.country_code)
+        auth = await crypto.authenticate(ebid, epoch, time4, mac, RequestType.STATUS,
+                                         bundle=Bundle(epoch, settings.bundle_days, settings.country_code))
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+import numpy as np
+
+from robert_common.rpc import crypto_pb2 as pb
+from robert_common.rpc import crypto_pb2_grpc as pb_grpc
+from robert_common.settings import Settings
+
+REASON_KEY = "robert-reason"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class CryptoError(Exception):
+    """A failed crypto call. ``reason``: ErrorReason name (``"ERROR_REASON_UNSPECIFIED"`` if none);
+    ``code``: the gRPC status code; ``unavailable``: UNAVAILABLE or DEADLINE_EXCEEDED."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(f"{code.name}: {reason}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    @property
+    def unavailable(self) -> bool:
+        return self.code in _UNAVAILABLE
+
+
+class RequestType(enum.IntEnum):
+    """Which authenticated request (PROTOCOL.md 5); the value is the salt byte."""
+
+    STATUS = pb.STATUS
+    UNREGISTER = pb.UNREGISTER
+    DELETE_EXPOSURE_HISTORY = pb.DELETE_EXPOSURE_HISTORY
+
+
+class ContactStatus(enum.IntEnum):
+    VALID = pb.CONTACT_VALID
+    FOREIGN_COUNTRY = pb.CONTACT_FOREIGN_COUNTRY
+    UNDECRYPTABLE = pb.CONTACT_UNDECRYPTABLE
+    UNKNOWN_IDENTITY = pb.CONTACT_UNKNOWN_IDENTITY
+    MALFORMED = pb.CONTACT_MALFORMED
+
+
+class HelloVerdict(enum.IntEnum):
+    VALID = pb.HELLO_VALID
+    BAD_MAC = pb.HELLO_BAD_MAC
+    TIME_MISMATCH = pb.HELLO_TIME_MISMATCH
+    BAD_EPOCH = pb.HELLO_BAD_EPOCH
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """Ask for a fresh sealed bundle (PROTOCOL.md 3) with an authenticated request."""
+
+    first_epoch_id: int
+    bundle_days: int
+    country_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    id_a: bytes
+    sealed_tuples: bytes  # IV | AES-GCM ciphertext | tag, for the phone (b64 it into "tuples")
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    id_a: bytes
+    epoch_id: int
+    sealed_tuples: bytes | None  # None unless a bundle was asked for
+
+
+@dataclass(frozen=True, slots=True)
+class ContactToValidate:
+    """One reported Contact (PROTOCOL.md 6) with its HELLOs packed as the contacts collection stores them:
+    ``time_collected`` 4 bytes per HELLO (uint32 BE), ``time_from_hello`` 2 bytes (uint16 BE),
+    ``macs`` 5 bytes. :meth:`from_lists` builds one from Python ints."""
+
+    ebid: bytes
+    ecc: bytes
+    time_collected: bytes
+    time_from_hello: bytes
+    macs: bytes
+
+    @classmethod
+    def from_lists(
+        cls,
+        ebid: bytes,
+        ecc: bytes,
+        time_collected: Sequence[int],
+        time_from_hello: Sequence[int],
+        macs: Sequence[bytes],
+    ) -> ContactToValidate:
+        return cls(
+            ebid=ebid,
+            ecc=ecc,
+            time_collected=np.asarray(time_collected, dtype=np.uint64).astype(">u4").tobytes(),
+            time_from_hello=np.asarray(time_from_hello, dtype=np.uint64).astype(">u2").tobytes(),
+            macs=b"".join(macs),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ContactResult:
+    """What ValidateContacts says of one contact (PROTOCOL.md 8 steps 1 to 4).
+
+    ``verdicts``: one HelloVerdict value per byte, one per HELLO in the request's order (VALID only).
+    """
+
+    status: ContactStatus
+    country_code: int
+    id_a: bytes | None
+    epoch_id: int | None
+    verdicts: bytes
+
+    @property
+    def valid_hellos(self) -> np.ndarray:
+        """Boolean mask of the HELLOs to score."""
+        return np.frombuffer(self.verdicts, dtype=np.uint8) == HelloVerdict.VALID
+
+
+def _error(e: grpc.aio.AioRpcError) -> CryptoError:
+    reason = "ERROR_REASON_UNSPECIFIED"
+    for key, value in e.trailing_metadata() or ():
+        if key == REASON_KEY:
+            reason = str(value)
+    return CryptoError(e.code(), reason, e.details() or "")
+
+
+class CryptoClient:
+    """Async client of the crypto service: one channel shared by every call. Close it, or ``async with``."""
+
+    def __init__(self, address: str, timeout: float = 2.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._stub = pb_grpc.CryptoServiceStub(self._channel)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CryptoClient:
+        return cls(settings.crypto_address, settings.crypto_timeout)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> CryptoClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _call(self, method: str, request: object, deadline: float | None = None) -> object:
+        try:
+            return await getattr(self._stub, method)(request, timeout=deadline or self.timeout)
+        except grpc.aio.AioRpcError as e:
+            raise _error(e) from None
+
+    async def create_registration(
+        self, client_public_key: bytes, first_epoch_id: int, bundle_days: int, country_code: int
+    ) -> Registration:
+        """/register (PROTOCOL.md 2, 3): ``client_public_key`` is the SPKI DER (base64-decoded)."""
+        request = pb.CreateRegistrationRequest(
+            client_public_key=client_public_key,
+            first_epoch_id=first_epoch_id,
+            bundle_days=bundle_days,
+            country_code=country_code,
+        )
+        response = await self._call("CreateRegistration", request)
+        assert isinstance(response, pb.CreateRegistrationResponse)
+        return Registration(id_a=response.id_a, sealed_tuples=response.sealed_tuples)
+
+    async def authenticate(
+        self,
+        ebid: bytes,
+        epoch_id: int,
+        time: bytes | int,
+        mac: bytes,
+        request_type: RequestType | int,
+        *,
+        bundle: Bundle | None = None,
+    ) -> Authentication:
+        """Check an authenticated request (PROTOCOL.md 5). ``time``: the 4 bytes the phone sent (or the
+        uint32). Raises CryptoError with reason NO_KEY_FOR_DAY (API: 430), UNKNOWN_IDENTITY (404),
+        EPOCH_MISMATCH / INVALID_MAC / BAD_ARGUMENT (400)."""
+        if isinstance(time, int):
+            time = (time & 0xFFFFFFFF).to_bytes(4, "big")
+        request = pb.AuthenticateRequestRequest(
+            ebid=ebid,
+            epoch_id=epoch_id,
+            time=time,
+            mac=mac,
+            request_type=pb.RequestType.ValueType(int(request_type)),
+        )
+        if bundle is not None:
+            request.bundle.CopyFrom(
+                pb.BundleRequest(
+                    first_epoch_id=bundle.first_epoch_id,
+                    bundle_days=bundle.bundle_days,
+                    country_code=bundle.country_code,
+                )
+            )
+        response = await self._call("AuthenticateRequest", request)
+        assert isinstance(response, pb.AuthenticateRequestResponse)
+        return Authentication(
+            id_a=response.id_a,
+            epoch_id=response.epoch_id,
+            sealed_tuples=response.sealed_tuples if bundle is not None else None,
+        )
+
+    async def delete_identity(self, id_a: bytes) -> bool:
+        """Forget a phone's keys; False when there was no such identity."""
+        response = await self._call("DeleteIdentity", pb.DeleteIdentityRequest(id_a=id_a))
+        assert isinstance(response, pb.DeleteIdentityResponse)
+        return response.deleted
+
+    async def validate_contacts(
+        self,
+        contacts: Sequence[ContactToValidate],
+        *,
+        server_country_code: int = 0,
+        hello_tolerance: int = 0,
+        deadline: float | None = None,
+    ) -> list[ContactResult]:
+        """PROTOCOL.md section 8 steps 1 to 4 for a batch; one result per contact, same order.
+
+        0 for ``server_country_code`` / ``hello_tolerance`` means the service's own settings. Large
+        batches may need a longer ``deadline`` (seconds) than the client's default ``timeout``.
+        """
+        request = pb.ValidateContactsRequest(
+            contacts=[
+                pb.Contact(
+                    ebid=c.ebid,
+                    ecc=c.ecc,
+                    time_collected=c.time_collected,
+                    time_from_hello=c.time_from_hello,
+                    macs=c.macs,
+                )
+                for c in contacts
+            ],
+            server_country_code=server_country_code,
+            hello_tolerance=hello_tolerance,
+        )
+        response = await self._call("ValidateContacts", request, deadline)
+        assert isinstance(response, pb.ValidateContactsResponse)
+        out = []
+        for r in response.results:
+            valid = r.status == pb.CONTACT_VALID
+            out.append(
+                ContactResult(
+                    status=ContactStatus(r.status),
+                    country_code=r.country_code,
+                    id_a=r.id_a if valid else None,
+                    epoch_id=r.epoch_id if valid else None,
+                    verdicts=r.hello_verdicts,
+                )
+            )
+        return out
+
+    async def registration_public_key(self) -> bytes:
+        """The registration public key (SPKI DER) apps embed."""
+        response = await self._call("GetRegistrationPublicKey", pb.GetRegistrationPublicKeyRequest())
+        assert isinstance(response, pb.GetRegistrationPublicKeyResponse)
+        return response.public_key
