@@ -57,30 +57,154 @@ class Settings(BaseSettings):
 
     # --- crypto service (crypto_backend) -------------------------------------------------------
     crypto_listen: str = Field("127.0.0.1:50051", description="host:port the crypto gRPC service binds")
-    crypto_address: str = Field("127.0.0.1:50051", description="host:port clients reach the crypto service at")
-    crypto_timeout: float = Field(2.0, gt=0, description="Deadline in seconds of a call to the crypto service")
+    crypto_address: str = Field(
+        "127.0.0.1:50051", description="host:port clients reach the crypto service at"
+    )
+    crypto_timeout: float = Field(
+        2.0, gt=0, description="Deadline in seconds of a call to the crypto service"
+    )
     keystore_path: Path | None = Field(None, description="Key store file; default <data_dir>/keystore.json")
     keystore_passphrase: SecretStr | None = Field(None, description="Passphrase of the key store")
     key_retention_days: int = Field(20, ge=15, description="Past day keys kept (contagious period + margin)")
+    keystore_passphrase_file: Path | None = Field(
+        None,
+        description="File holding the key store passphrase (used when ROBERT_KEYSTORE_PASSPHRASE is unset)",
+    )
+    keystore_auto_rotate: bool = Field(
+        False, description="Crypto service adds missing day keys and purges expired ones itself (development)"
+    )
+    crypto_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Port of the crypto service's Prometheus metrics; unset: none"
+    )
 
     # --- phone API (robert_server.api) ---------------------------------------------------------
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(8080, ge=0, le=65535)
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(9100, ge=0, le=65535)
-    bundle_days: int = Field(4, ge=1, le=10)
-    status_min_epoch_gap: int = Field(2, ge=0)
-    request_time_tolerance: int = Field(60, ge=0)
-    captcha: Literal["builtin", "external", "off"] = "builtin"
-    captcha_external_url: str | None = None
+    http_host: str = Field("127.0.0.1", description="Address the phone API listens on")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of the phone API (/api/v6)")
+    metrics_host: str = Field("127.0.0.1", description="Address of the internal app (health, metrics, KPIs)")
+    metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the internal app")
+    bundle_days: int = Field(4, ge=1, le=10, description="Days of tuples in each bundle (PROTOCOL.md 3)")
+    status_min_epoch_gap: int = Field(2, ge=0, description="Epochs between accepted /status; 0 disables")
+    request_time_tolerance: int = Field(
+        60, ge=0, description="Seconds an authenticated request's time may differ from the server's"
+    )
+    captcha: Literal["builtin", "external", "off"] = Field(
+        "builtin", description="builtin challenges, an external captcha server, or off (tests only)"
+    )
+    captcha_external_url: str | None = Field(None, description="Base URL of the external captcha server")
+    captcha_ttl: int = Field(300, ge=10, description="Seconds a builtin captcha challenge stays valid")
+    api_request_deadline: float = Field(
+        5.0, gt=0, description="Seconds a phone API request may take before it is answered 503"
+    )
+    report_max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest /report body accepted (bytes; larger: 413)"
+    )
+    jwt_issuer: str = Field("robert-server", description="'iss' claim of the JWTs the API signs")
+    declaration_token_key_file: Path | None = Field(
+        None, description="ES256 private key (PEM) of declarationToken; unset: <data_dir>/jwt/declaration.pem"
+    )
+    analytics_token_key_file: Path | None = Field(
+        None, description="ES256 private key (PEM) of analyticsToken; unset: <data_dir>/jwt/analytics.pem"
+    )
+    report_token_key_file: Path | None = Field(
+        None, description="ES256 private key (PEM) of reportValidationToken; unset: <data_dir>/jwt/report.pem"
+    )
+    declaration_token_lifetime: int = Field(30 * 86400, ge=60, description="Seconds declarationToken lives")
+    analytics_token_lifetime: int = Field(6 * 3600, ge=60, description="Seconds analyticsToken lives")
+    report_token_lifetime: int = Field(300, ge=60, description="Seconds reportValidationToken lives")
 
     # --- submission codes (robert_server.codes) ------------------------------------------------
     codes_listen: str = Field("127.0.0.1:50052", description="host:port the code-issuer gRPC service binds")
+    codes_address: str = Field("127.0.0.1:50052", description="host:port clients reach the code issuer at")
+    codes_pepper: SecretStr | None = Field(
+        None,
+        description="Secret key of the HMAC under which codes are stored; unset: <data_dir>/codes_pepper",
+    )
+    codes_app_link_base: str = Field(
+        "https://app.stopcovid.gouv.fr", description="Deep link base of QR payloads (PROTOCOL.md 7)"
+    )
+    codes_timezone: str = Field("Europe/Paris", description="Zone of the days of long-code validity")
+    codes_short_validity_minutes: int = Field(60, ge=1)
+    codes_long_validity_days: int = Field(7, ge=0, description="Long codes: day D to the end of D+N")
+    codes_jwt_lifetime_days: int = Field(10, ge=1)
+    codes_jwt_clock_skew: int = Field(60, ge=0, description="Seconds a JWT code's iat may be in the future")
+    codes_jwt_public_keys: dict[str, str] = Field(
+        default_factory=dict, description="JWT codes: key id -> ES256 public key (PEM, or base64 DER SPKI)"
+    )
+    codes_reservation_seconds: int = Field(120, ge=1, description="How long /report holds a code")
+    codes_rate_limit_failures: int = Field(20, ge=1, description="Failed code attempts per source and window")
+    codes_rate_limit_window: int = Field(600, ge=1, description="Seconds of the failed-attempt window")
+    codes_rate_limit_lockout: int = Field(3600, ge=1, description="Seconds a source is locked out")
+    codes_purge_expired_after_days: int = Field(
+        2, ge=0, description="Unused codes are purged after expiry + N"
+    )
+    codes_purge_used_margin_days: int = Field(1, ge=0, description="Used codes and jtis: after validity + N")
+    codes_tls_cert: Path | None = Field(None, description="Code issuer TLS certificate (PEM); unset: plain")
+    codes_tls_key: Path | None = Field(None, description="Code issuer TLS private key (PEM)")
+    codes_tls_client_ca: Path | None = Field(None, description="CA of client certificates: set = mutual TLS")
+
+    @field_validator("codes_timezone")
+    @classmethod
+    def _check_codes_timezone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone") from None
+        return v
+
+    @field_validator("codes_jwt_public_keys")
+    @classmethod
+    def _check_codes_jwt_public_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        import base64
+
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+
+        for kid, text in v.items():
+            try:
+                raw = text.strip()
+                if raw.startswith("-----"):
+                    key = load_pem_public_key(raw.encode())
+                else:
+                    key = load_der_public_key(base64.b64decode(raw, validate=True))
+                if not (isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"):
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"key {kid!r} is not a P-256 public key (PEM or base64 DER)") from None
+        return v
 
     # --- matching and risk (robert_server.matching) --------------------------------------------
     hello_tolerance: int = Field(180, ge=0, description="Seconds of HELLO time tolerance (PROTOCOL.md 8)")
-    contagious_period_days: int = Field(14, ge=1)
-    risk_retention_days: int = Field(7, ge=1)
+    contagious_period_days: int = Field(
+        14, ge=1, description="Days exposures are kept and count (PROTOCOL.md 9)"
+    )
+    risk_retention_days: int = Field(
+        7,
+        ge=1,
+        description="Days after the last contact during which a risk is raised and kept (PROTOCOL.md 9)",
+    )
+    scoring_rssi_max: int = Field(-35, le=0, description="Scoring v2: RSSI cap (dBm)")
+    scoring_p0: float = Field(-66.0, description="Scoring v2: RSSI reference p0 (dBm)")
+    scoring_deltas: tuple[float, ...] = Field(
+        (39.0, 27.0, 23.0, 21.0, 20.0, 15.0), min_length=1, description="Scoring v2: deltas, JSON list"
+    )
+    scoring_softmax_a: float = Field(4.342, gt=0, description="Scoring v2: softmax coefficient of RSSIs")
+    scoring_softmax_b: float = Field(0.2, gt=0, description="Scoring v2: softmax coefficient of risks")
+    scoring_epoch_tolerance: int = Field(
+        180, ge=0, description="Scoring v2: seconds a contact may overrun 15 min"
+    )
+    risk_r0: float = Field(0.0071, gt=0, description="Risk aggregation coefficient r0 (PROTOCOL.md 9)")
+    risk_threshold: float = Field(
+        0.1, gt=0, le=1, description="Aggregated risk at or above which a phone is at risk"
+    )
+    matcher_interval: float = Field(60.0, gt=0, description="Seconds between two passes of `robert matcher`")
+    matcher_lease_seconds: int = Field(
+        300, ge=1, description="Seconds a worker holds a claimed contact batch before others may take it over"
+    )
+    matcher_risk_page: int = Field(
+        500, ge=1, description="Registrations read and written per risk-evaluation round"
+    )
 
     @field_validator("time_start")
     @classmethod

@@ -1,0 +1,108 @@
+"""Submission codes: long codes issued per second (one lot) and verifications (reserve + confirm) per second.
+
+Runs against ROBERT_MONGODB_URI if set, else an in-memory embedded SecantusDB. Prints figures only.
+Sizes: ROBERT_BENCH_CODES_LOT (default 10 000), ROBERT_BENCH_CODES_VERIFY (default 1 000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+
+from robert_common.clock import Clock
+from robert_common.mongo import EmbeddedMongo, mongo_client
+from robert_common.rpc import codes_pb2 as pb
+from robert_common.rpc import codes_pb2_grpc
+from robert_common.settings import load_settings
+from robert_server.codes import issuers, make_verifier
+from robert_server.codes.server import start_server
+
+LOT = int(os.environ.get("ROBERT_BENCH_CODES_LOT", "10000"))
+VERIFY = int(os.environ.get("ROBERT_BENCH_CODES_VERIFY", "500"))
+CONCURRENCY = 16
+
+
+@contextlib.contextmanager
+def database_uri() -> Iterator[str]:
+    uri = os.environ.get("ROBERT_MONGODB_URI")
+    if uri:
+        yield uri
+        return
+    with EmbeddedMongo(None) as server:
+        yield server.uri
+
+
+async def run(uri: str) -> None:
+    settings = load_settings(codes_pepper="bench-pepper-0123456789abcdef")
+    clock = Clock()
+    client = mongo_client(uri)
+    name = f"bench_codes_{uuid.uuid4().hex[:8]}"
+    db = client[name]
+    server, port, service = await start_server(db, settings, clock, listen="127.0.0.1:0")
+    try:
+        token = await issuers.add(db, "bench", service.now())
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = codes_pb2_grpc.CodeIssuerStub(channel)
+            auth = (("authorization", f"Bearer {token}"),)
+            t0 = time.perf_counter()
+            lot = [
+                c.code async for c in stub.IssueLongCodes(pb.IssueLongCodesRequest(count=LOT), metadata=auth)
+            ]
+            dt_lot = time.perf_counter() - t0
+            print(f"long-code lot over gRPC: {len(lot)} codes in {dt_lot:.2f} s, {len(lot) / dt_lot:,.0f}/s")
+            n_short = 200
+            t0 = time.perf_counter()
+            for _ in range(n_short):
+                await stub.IssueShortCode(pb.IssueShortCodeRequest(), metadata=auth)
+            dt_short = time.perf_counter() - t0
+            print(f"short codes over gRPC, one by one: {n_short / dt_short:,.0f} codes/s")
+
+        verifier = make_verifier(db, settings, clock)
+        codes = lot[:VERIFY]
+        t0 = time.perf_counter()
+        for code in codes[: VERIFY // 2]:
+            res = await verifier.reserve(code, "192.0.2.1")
+            assert res is not None
+            await verifier.confirm(res)
+        dt_seq = time.perf_counter() - t0
+        print(f"verifications (reserve + confirm), sequential: {VERIFY // 2 / dt_seq:,.0f} /s")
+
+        rest = codes[VERIFY // 2 :]
+        sem = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(code: str, i: int) -> None:
+            async with sem:
+                res = await verifier.reserve(code, f"198.51.100.{i % 250}")
+                assert res is not None
+                await verifier.confirm(res)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c, i) for i, c in enumerate(rest)))
+        dt_conc = time.perf_counter() - t0
+        print(f"verifications (reserve + confirm), {CONCURRENCY} concurrent: {len(rest) / dt_conc:,.0f} /s")
+
+        t0 = time.perf_counter()
+        n_bad = 300
+        for i in range(n_bad):
+            assert await verifier.reserve(str(uuid.uuid4()), f"203.0.113.{i % 250}") is None
+        dt_bad = time.perf_counter() - t0
+        print(f"refused attempts (unknown code, rate-limit bookkeeping): {n_bad / dt_bad:,.0f} /s")
+    finally:
+        await server.stop(None)
+        await client.drop_database(name)
+        await client.close()
+
+
+def main() -> None:
+    with database_uri() as uri:
+        asyncio.run(run(uri))
+
+
+if __name__ == "__main__":
+    main()
