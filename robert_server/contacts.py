@@ -22,6 +22,7 @@ Batch document::
 from __future__ import annotations
 
 import datetime as dt
+import random
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,3 +120,77 @@ async def delete_report(db: AsyncDatabase, report_id: str) -> None:
 
 
 # --- matching worker (issue 5): claims with a lease, completion ----------------------------------
+
+CLAIM_CANDIDATES = 8  # batches looked at per claim: enough that concurrent workers rarely collide
+FOREIGN_COLLECTION = "foreign_contacts"
+
+
+async def claim_batch(
+    db: AsyncDatabase, owner: str, now: dt.datetime, lease_seconds: float
+) -> dict[str, Any] | None:
+    """Claim one batch whose lease has expired (or that was never claimed) and return it, or None.
+
+    A conditional ``update_one`` on the lease value read: of two workers that saw the same batch, exactly
+    one gets ``modified_count == 1``. The lease lets another worker take the batch over if this one dies.
+    """
+    cursor = (
+        collection(db)
+        .find({"lease_until": {"$lt": now}}, {"lease_until": 1})
+        .sort("lease_until", ASCENDING)
+        .limit(CLAIM_CANDIDATES)
+    )
+    candidates = [doc async for doc in cursor]
+    random.shuffle(candidates)  # concurrent workers start on different batches
+    lease_until = now + dt.timedelta(seconds=lease_seconds)
+    for cand in candidates:
+        result = await collection(db).update_one(
+            {"_id": cand["_id"], "lease_until": cand["lease_until"]},
+            {"$set": {"lease_until": lease_until, "lease_owner": owner}, "$inc": {"attempts": 1}},
+        )
+        if result.modified_count == 1:
+            return await collection(db).find_one({"_id": cand["_id"]})
+    return None
+
+
+async def complete_batch(db: AsyncDatabase, batch_id: str, owner: str) -> bool:
+    """Delete a processed batch if ``owner`` still holds it; False when another worker took it over."""
+    result = await collection(db).delete_one({"_id": batch_id, "lease_owner": owner})
+    return result.deleted_count == 1
+
+
+async def release_batch(db: AsyncDatabase, batch_id: str, owner: str) -> None:
+    """Give a claimed batch back at once (e.g. the crypto service is down), if ``owner`` still holds it."""
+    await collection(db).update_one(
+        {"_id": batch_id, "lease_owner": owner}, {"$set": {"lease_until": UNCLAIMED, "lease_owner": None}}
+    )
+
+
+async def pending_batches(db: AsyncDatabase) -> int:
+    """Number of batches waiting or in progress (tests, CLI; a count, not for hot paths)."""
+    return await collection(db).count_documents({})
+
+
+async def store_foreign_contacts(
+    db: AsyncDatabase,
+    batch_id: str,
+    contacts: Sequence[tuple[int, int, dict[str, Any]]],
+    received_at: dt.datetime,
+) -> None:
+    """Keep contacts of another country, ``(index in batch, country code, packed contact)``, for forwarding
+    to that country's server (PROTOCOL.md 8 step 1). Idempotent: a re-run of the batch adds nothing."""
+    docs = [
+        {"_id": f"{batch_id}:{i}", "country_code": cc, "received_at": received_at, "contact": packed}
+        for i, cc, packed in contacts
+    ]
+    if not docs:
+        return
+    try:
+        await db[FOREIGN_COLLECTION].insert_many(docs, ordered=False)
+    except BulkWriteError as e:
+        if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
+            raise
+
+
+async def foreign_contacts(db: AsyncDatabase, country_code: int) -> list[dict[str, Any]]:
+    """The contacts kept for one country's server."""
+    return [d async for d in db[FOREIGN_COLLECTION].find({"country_code": country_code})]

@@ -23,9 +23,10 @@ Document::
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -80,4 +81,222 @@ async def clear_exposures(db: AsyncDatabase, id_a: bytes) -> bool:
 # --- phone API (issue 3) ------------------------------------------------------------------------
 
 
+STATUS_FIELDS = {
+    "last_status_epoch": 1,
+    "at_risk": 1,
+    "notified": 1,
+    "latest_risk_epoch": 1,
+    "last_contact_ntp": 1,
+    "last_risk_scoring_ntp": 1,
+}
+
+
+async def get_for_status(db: AsyncDatabase, id_a: bytes) -> dict[str, Any] | None:
+    """What /status needs of a registration (not the exposures, which may be large)."""
+    return await collection(db).find_one({"_id": id_a}, STATUS_FIELDS)
+
+
+async def record_drift(db: AsyncDatabase, id_a: bytes, drift: int) -> None:
+    """Remember the time drift of an authenticated request, also when it is refused (PROTOCOL.md 5)."""
+    await collection(db).update_one({"_id": id_a}, {"$set": {"last_drift": drift}})
+
+
+async def record_refused_status(db: AsyncDatabase, id_a: bytes, epoch_id: int, drift: int) -> None:
+    """A /status refused as too soon after the previous one (PROTOCOL.md 6)."""
+    await collection(db).update_one(
+        {"_id": id_a}, {"$set": {"last_refused_status_epoch": epoch_id, "last_drift": drift}}
+    )
+
+
+async def accept_status(
+    db: AsyncDatabase,
+    id_a: bytes,
+    previous_epoch: int | None,
+    epoch_id: int,
+    drift: int,
+    *,
+    push_info: dict[str, Any] | None = None,
+    notify: bool = False,
+) -> bool:
+    """Record an accepted /status, only if no other poll was accepted since ``previous_epoch`` was read.
+
+    A conditional update (compare-and-set on ``last_status_epoch``): of two concurrent polls, at most
+    one passes the minimum gap. ``notify`` marks the current risk as told to the phone. Returns False
+    when another poll won.
+    """
+    fields: dict[str, Any] = {"last_status_epoch": epoch_id, "last_drift": drift}
+    if push_info:
+        fields["push_info"] = push_info
+    if notify:
+        fields["notified"] = True
+    result = await collection(db).update_one(
+        {"_id": id_a, "last_status_epoch": previous_epoch}, {"$set": fields}
+    )
+    # matched, not modified: with a gap of 0 a second poll in the same epoch changes nothing, and
+    # with a gap > 0 the new epoch always differs, so a concurrent winner makes the filter miss.
+    return result.matched_count == 1
+
+
 # --- matching and risk (issue 5) ----------------------------------------------------------------
+# Matching adds to ``exposures`` and bumps ``exposures_version`` (int); a risk evaluation writes only if
+# ``exposures_version`` is still the value it read, and bumps it, so an evaluation never hides
+# exposures added meanwhile (they stay ``risk_pending``) and two evaluations of one phone never both win.
+# ``risk_run`` names the evaluation that wrote last (to tell which of a bulk write's updates applied).
+
+APPLIED_BATCHES_KEPT = 100  # ids of recent contact batches kept per registration (idempotent re-runs)
+RISK_FIELDS = {
+    "exposures": 1,
+    "exposures_version": 1,
+    "at_risk": 1,
+    "latest_risk_epoch": 1,
+    "last_contact_ntp": 1,
+    "last_risk_scoring_ntp": 1,
+    "risk_run": 1,
+}
+
+
+async def add_exposures(db: AsyncDatabase, batch_id: str, scores: dict[bytes, dict[int, float]]) -> int:
+    """Add a contact batch's scores, ``{id_a: {epoch_id: score}}``, to the exposures (PROTOCOL.md 8 step 5).
+
+    One unordered bulk write; each update applies only if this batch was not applied to that registration
+    before, so a batch re-run after a crash counts nothing twice. Unknown (or unregistered) id_A match
+    nothing: their contacts are discarded. Returns the number of registrations changed.
+    """
+    ops = [
+        UpdateOne(
+            {"_id": id_a, "applied_batches": {"$ne": batch_id}},
+            {
+                "$inc": {**{f"exposures.{e}": s for e, s in by_epoch.items()}, "exposures_version": 1},
+                "$set": {"risk_pending": True},
+                "$push": {"applied_batches": {"$each": [batch_id], "$slice": -APPLIED_BATCHES_KEPT}},
+            },
+        )
+        for id_a, by_epoch in scores.items()
+    ]
+    if not ops:
+        return 0
+    result = await collection(db).bulk_write(ops, ordered=False)
+    return result.modified_count
+
+
+async def apply_batch(
+    db: AsyncDatabase,
+    batch_id: str,
+    updates: list[tuple[dict[str, Any], dict[int, float], dict[str, Any], list[int]]],
+) -> int:
+    """Add a batch's scores AND write the risk evaluated with them, in one write per registration.
+
+    ``updates``: ``(document read, {epoch_id: score} to add, risk fields to set, epochs to drop)``. Each
+    applies only if the registration is unchanged since it was read (``exposures_version``) and the batch
+    was never applied to it; the caller falls back to :func:`add_exposures` then a fresh evaluation for
+    the others. Returns the number applied. (The fast path: one write per registration instead of two.)
+    """
+    ops = []
+    for doc, add, fields, expired in updates:
+        update: dict[str, Any] = {
+            "$inc": {**{f"exposures.{e}": s for e, s in add.items()}, "exposures_version": 1},
+            "$set": {**fields, "risk_pending": False},
+            "$push": {"applied_batches": {"$each": [batch_id], "$slice": -APPLIED_BATCHES_KEPT}},
+        }
+        if expired:
+            update["$unset"] = {f"exposures.{e}": "" for e in expired}
+        version = doc.get("exposures_version")
+        query = {"_id": doc["_id"], "exposures_version": version, "applied_batches": {"$ne": batch_id}}
+        ops.append(UpdateOne(query, update))
+    if not ops:
+        return 0
+    result = await collection(db).bulk_write(ops, ordered=False)
+    return result.modified_count
+
+
+async def find_for_risk(db: AsyncDatabase, id_as: list[bytes]) -> list[dict[str, Any]]:
+    """The risk fields of these registrations (one ``$in`` read)."""
+    return [d async for d in collection(db).find({"_id": {"$in": id_as}}, RISK_FIELDS)]
+
+
+async def find_risk_pending(db: AsyncDatabase, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` registrations whose exposures changed since their last evaluation (indexed)."""
+    return [d async for d in collection(db).find({"risk_pending": True}, RISK_FIELDS).limit(limit)]
+
+
+async def write_risk(
+    db: AsyncDatabase, updates: list[tuple[dict[str, Any], dict[str, Any], list[int]]]
+) -> int:
+    """Write risk decisions ``(document read, fields to set, exposure epochs to drop)`` in one bulk write.
+
+    Each update applies only if the registration's exposures did not change since it was read; the others
+    stay ``risk_pending`` for the next evaluation. Returns the number applied.
+    """
+    ops = []
+    for doc, fields, expired in updates:
+        update: dict[str, Any] = {"$set": {**fields, "risk_pending": False}, "$inc": {"exposures_version": 1}}
+        if expired:
+            update["$unset"] = {f"exposures.{e}": "" for e in expired}
+        ops.append(UpdateOne({"_id": doc["_id"], "exposures_version": doc.get("exposures_version")}, update))
+    if not ops:
+        return 0
+    result = await collection(db).bulk_write(ops, ordered=False)
+    return result.modified_count
+
+
+async def written_by_run(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> set[bytes]:
+    """Which of these registrations the risk evaluation ``run_id`` wrote last."""
+    cursor = collection(db).find({"_id": {"$in": id_as}, "risk_run": run_id}, {"_id": 1})
+    return {d["_id"] async for d in cursor}
+
+
+async def iter_at_risk(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every at-risk registration (indexed), ``batch`` at a time: for the daily reset of the flag."""
+    page: list[dict[str, Any]] = []
+    async for doc in collection(db).find({"at_risk": True}, {"last_contact_ntp": 1}):
+        page.append(doc)
+        if len(page) == batch:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+async def clear_risks(db: AsyncDatabase, docs: list[dict[str, Any]]) -> int:
+    """Clear the at-risk flag of these registrations, unless a new risk was found since they were read."""
+    ops = [
+        UpdateOne(
+            {"_id": d["_id"], "at_risk": True, "last_contact_ntp": d.get("last_contact_ntp")},
+            {"$set": {"at_risk": False, "notified": False}},
+        )
+        for d in docs
+    ]
+    if not ops:
+        return 0
+    result = await collection(db).bulk_write(ops, ordered=False)
+    return result.modified_count
+
+
+async def iter_exposed(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every registration with exposures, ``batch`` at a time: for the daily purge (a scan, once a day)."""
+    page: list[dict[str, Any]] = []
+    async for doc in collection(db).find({"exposures": {"$ne": {}}}, {"exposures": 1}):
+        page.append(doc)
+        if len(page) == batch:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+async def drop_exposure_epochs(db: AsyncDatabase, expired: dict[bytes, list[int]]) -> int:
+    """Remove these exposure epochs (older than the contagious period) in one bulk write."""
+    ops = [
+        UpdateOne({"_id": id_a}, {"$unset": {f"exposures.{e}": "" for e in epochs}})
+        for id_a, epochs in expired.items()
+        if epochs
+    ]
+    if not ops:
+        return 0
+    result = await collection(db).bulk_write(ops, ordered=False)
+    return result.modified_count
+
+
+async def count_at_risk(db: AsyncDatabase) -> int:
+    """Registrations at risk now (indexed count; the daily recount of the usersAtRisk gauge)."""
+    return await collection(db).count_documents({"at_risk": True})

@@ -1,0 +1,127 @@
+"""The phone API application: ``create_app`` wires the services and the routes of ``/api/v6``.
+
+Resources (database client, crypto client, captcha service) are opened and closed in the app's
+``cleanup_ctx``; handlers reach them through ``request.app[SERVICES]``. Errors become status codes in
+one middleware (robert_server/api/errors.py); metrics are counted in another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from pymongo.asynchronous.database import AsyncDatabase
+
+from robert_common.clock import Clock, ServiceTime
+from robert_common.mongo import mongo_client
+from robert_common.settings import Settings
+from robert_server import registrations
+from robert_server.api import captcha, register, report, status, unregister
+from robert_server.api import clock as clock_api
+from robert_server.api.errors import DB_UNAVAILABLE, make_error_middleware
+from robert_server.api.metrics import metrics_middleware
+from robert_server.api.services import SERVICES, Services
+from robert_server.captcha import make_captcha
+from robert_server.client_config import ConfigCache
+from robert_server.codes.verifier import CodeVerifier, Reservation
+from robert_server.crypto_client import CryptoClient
+from robert_server.tokens import TokenSigner
+
+log = logging.getLogger("robert.api")
+
+PREFIX = "/api/v6"
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+
+
+class RefusingVerifier:
+    """Used only when no code service is available: every code is refused (fails closed)."""
+
+    async def reserve(self, code: str, source: str) -> Reservation | None:
+        return None
+
+    async def confirm(self, reservation: Reservation) -> bool:
+        return False
+
+    async def release(self, reservation: Reservation) -> bool:
+        return False
+
+
+def _default_verifier(db: AsyncDatabase, settings: Settings, clock: Clock) -> CodeVerifier:
+    try:
+        from robert_server.codes import make_verifier
+    except ImportError:
+        log.error("no code verifier available: every /report will be refused")
+        return RefusingVerifier()
+    return make_verifier(db, settings, clock)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI_PATH.read_bytes(), content_type="application/yaml")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post(f"{PREFIX}/captcha", captcha.handle_create, name="captcha")
+    app.router.add_get(f"{PREFIX}/captcha/{{captcha_id}}/image", captcha.handle_image, name="captcha_image")
+    app.router.add_get(f"{PREFIX}/captcha/{{captcha_id}}/audio", captcha.handle_audio, name="captcha_audio")
+    app.router.add_post(f"{PREFIX}/register", register.handle, name="register")
+    app.router.add_post(f"{PREFIX}/status", status.handle, name="status")
+    app.router.add_post(f"{PREFIX}/report", report.handle, name="report")
+    app.router.add_post(f"{PREFIX}/unregister", unregister.handle_unregister, name="unregister")
+    app.router.add_post(
+        f"{PREFIX}/deleteExposureHistory", unregister.handle_delete_history, name="deleteExposureHistory"
+    )
+    app.router.add_get(f"{PREFIX}/clock", clock_api.handle, name="clock")
+    app.router.add_get(f"{PREFIX}/openapi.yaml", _openapi, name="openapi")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock,
+    db: AsyncDatabase | None = None,
+    crypto: CryptoClient | None = None,
+    verifier: CodeVerifier | None = None,
+) -> web.Application:
+    """The phone API. Unset services are built from the settings when the app starts."""
+    app = web.Application(
+        middlewares=[metrics_middleware, make_error_middleware(settings.api_request_deadline)],
+        client_max_size=settings.report_max_body_bytes + 1024,  # per-endpoint limits in validation.py
+    )
+    add_routes(app)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        mongo = None
+        if db is None:
+            if not settings.mongodb_uri:
+                raise ValueError("the API needs ROBERT_MONGODB_URI (robert up starts the embedded database)")
+            mongo = mongo_client(settings.mongodb_uri)
+        database = db if db is not None else mongo[settings.mongodb_database]  # type: ignore[index]
+        crypto_client = crypto or CryptoClient(settings.crypto_address, settings.crypto_timeout)
+        captcha_service = await make_captcha(settings, database, clock)
+        try:
+            await registrations.ensure_indexes(database)
+        except DB_UNAVAILABLE:
+            log.warning("database unreachable at start: indexes not checked")
+        app[SERVICES] = Services(
+            settings=settings,
+            time=ServiceTime(settings.time_start_date, clock),
+            db=database,
+            crypto=crypto_client,
+            verifier=verifier or _default_verifier(database, settings, clock),
+            tokens=TokenSigner.from_settings(settings),
+            captcha=captcha_service,
+            config=ConfigCache(database),
+        )
+        try:
+            yield
+        finally:
+            await captcha_service.close()
+            if crypto is None:
+                await crypto_client.close()
+            if mongo is not None:
+                await mongo.close()
+
+    app.cleanup_ctx.append(resources)
+    return app

@@ -1,0 +1,75 @@
+"""The one error type of the phone API, and the middleware that turns errors into responses.
+
+Handlers and services raise :class:`ApiError` with the status code PROTOCOL.md section 6 gives; the
+middleware answers ``{"message": ...}`` with that status. Anything else becomes a short 500 (or 503 for
+an unreachable database or crypto service, or a request that outlived its deadline): never a stack
+trace, never a value from the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
+
+log = logging.getLogger("robert.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# PyMongo errors that mean "the database is down or slow", not "the request is wrong".
+DB_UNAVAILABLE = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
+
+
+class ApiError(Exception):
+    """An HTTP error answered to the phone: ``status`` and a short message (no request values)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def unavailable(message: str = "service temporarily unavailable") -> ApiError:
+    return ApiError(503, message)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps({"message": message}), content_type="application/json"
+    )
+
+
+def make_error_middleware(deadline: float) -> Middleware:
+    """Map every failure of a handler to a status code, under a per-request deadline (503 when over)."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(deadline):
+                return await handler(request)
+        except ApiError as e:
+            return error_response(e.status, e.message)
+        except web.HTTPException as e:  # aiohttp's own: 404 no route, 405 method, 413 too large ...
+            if e.status < 400:
+                raise
+            return error_response(e.status, e.reason)
+        except TimeoutError:
+            log.warning("request over its deadline", extra={"path": request.path})
+            return error_response(503, "service temporarily unavailable")
+        except DB_UNAVAILABLE as e:
+            log.warning("database unavailable", extra={"path": request.path, "error": type(e).__name__})
+            return error_response(503, "service temporarily unavailable")
+        except Exception as e:  # noqa: BLE001 - the last line of defence: a short 500, the type in the log
+            log.error("unexpected error", extra={"path": request.path, "error": type(e).__name__})
+            return error_response(500, "internal error")
+
+    return errors

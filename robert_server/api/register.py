@@ -1,0 +1,69 @@
+"""``POST /api/v6/register`` (PROTOCOL.md 6): captcha, then the crypto service, then the registration."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from robert_server import registrations
+from robert_server.api import validation as v
+from robert_server.api.errors import ApiError, unavailable
+from robert_server.api.services import SERVICES, Services, crypto_failure
+from robert_server.crypto_client import CryptoError
+
+log = logging.getLogger("robert.api")
+
+MAX_PUBLIC_KEY_B64 = 256  # a P-256 SPKI is 91 bytes, 124 base64 characters
+
+
+async def register(
+    svc: Services, captcha_id: str, answer: str, client_public_key: bytes, push_info: dict[str, str] | None
+) -> dict[str, Any]:
+    """Check the captcha, create the identity and its first bundle, store the registration."""
+    if not await svc.captcha.verify(captcha_id, answer):
+        raise ApiError(401, "invalid captcha")
+    epoch_id = svc.time.current_epoch()
+    try:
+        created = await svc.crypto.create_registration(
+            client_public_key, epoch_id, svc.settings.bundle_days, svc.settings.country_code
+        )
+    except CryptoError as e:
+        if e.unavailable:
+            raise unavailable() from None
+        if e.reason == "BAD_ARGUMENT":
+            raise ApiError(400, "invalid clientPublicECDHKey") from None
+        raise crypto_failure(e) from None
+    try:
+        await registrations.create(svc.db, created.id_a, epoch_id, push_info)
+    except BaseException:
+        # Nothing half-written: without its registration the identity must not stay behind.
+        await _forget_identity(svc, created.id_a)
+        raise
+    return {
+        "tuples": base64.b64encode(created.sealed_tuples).decode(),
+        "timeStart": svc.time.time_start,
+        "config": await svc.config.get(),
+    }
+
+
+async def _forget_identity(svc: Services, id_a: bytes) -> None:
+    try:
+        await svc.crypto.delete_identity(id_a)
+    except CryptoError:
+        log.error("could not delete the identity of a failed registration")
+
+
+async def handle(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    body = await v.read_json(request, v.REGISTER_BODY)
+    captcha_id = v.string(body, "captchaId", max_len=256)
+    answer = v.string(body, "captcha", max_len=256)
+    key = v.b64_bytes(body, "clientPublicECDHKey", max_len=MAX_PUBLIC_KEY_B64)
+    push = v.push_info(body)
+    assert captcha_id is not None and answer is not None
+    result = await register(svc, captcha_id, answer, key, push)
+    return web.Response(status=201, body=orjson.dumps(result), content_type="application/json")

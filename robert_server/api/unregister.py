@@ -1,0 +1,62 @@
+"""``POST /api/v6/unregister`` (salt 0x03) and ``POST /api/v6/deleteExposureHistory`` (salt 0x04)."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+
+from robert_server import registrations
+from robert_server.api import validation as v
+from robert_server.api.errors import ApiError
+from robert_server.api.services import (
+    DELETE_EXPOSURE_HISTORY,
+    SERVICES,
+    UNREGISTER,
+    Services,
+    authenticate,
+    crypto_failure,
+)
+from robert_server.api.validation import AuthFields
+from robert_server.crypto_client import CryptoError
+
+log = logging.getLogger("robert.api")
+
+SUCCESS = orjson.dumps({"success": True})
+
+
+async def unregister(svc: Services, fields: AuthFields) -> None:
+    """Only once authenticated: forget the phone's keys, then its registration (and push info)."""
+    auth = await authenticate(svc, fields, UNREGISTER)
+    if await registrations.get(svc.db, auth.id_a) is None:
+        raise ApiError(404, "unknown registration")
+    try:
+        await svc.crypto.delete_identity(auth.id_a)
+    except CryptoError as e:
+        raise crypto_failure(e) from None
+    await registrations.delete(svc.db, auth.id_a)
+
+
+async def delete_exposure_history(svc: Services, fields: AuthFields) -> None:
+    """Empty the registration's exposures (PROTOCOL.md 6)."""
+    auth = await authenticate(svc, fields, DELETE_EXPOSURE_HISTORY)
+    if not await registrations.clear_exposures(svc.db, auth.id_a):
+        raise ApiError(404, "unknown registration")
+    await registrations.record_drift(svc.db, auth.id_a, auth.drift)
+
+
+async def handle_unregister(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    body = await v.read_json(request, v.SMALL_BODY)
+    fields = v.auth_fields(body)
+    v.string(body, "pushToken", required=False)  # the push service forgets it with the registration
+    await unregister(svc, fields)
+    return web.Response(body=SUCCESS, content_type="application/json")
+
+
+async def handle_delete_history(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    body = await v.read_json(request, v.SMALL_BODY)
+    await delete_exposure_history(svc, v.auth_fields(body))
+    return web.Response(body=SUCCESS, content_type="application/json")

@@ -1,0 +1,129 @@
+"""Signed JWTs the phone API hands out (PROTOCOL.md 6): ES256, header ``kid``, claims ``iss``, ``exp``.
+
+- ``declarationToken``: only when at risk, for the health-insurance sick-leave declaration;
+- ``analyticsToken``: with every /status, lets the phone send anonymous analytics;
+- ``reportValidationToken``: states that a positive test was declared (/report).
+
+Each kind has its own P-256 key (PEM, PKCS#8) named in the settings; when a setting is unset the key
+lives in ``<data_dir>/jwt/<kind>.pem`` and is generated there on first start (development).
+The key id is the first 16 hex digits of the SHA-256 of the public key (SPKI DER).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from robert_common.settings import Settings
+
+KINDS = ("declaration", "analytics", "report")
+
+
+class TokenKeyError(RuntimeError):
+    """A configured token key cannot be read (the message names the file, never the key)."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: ec.EllipticCurvePrivateKey
+    kid: str
+
+    @property
+    def public_pem(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()[:16]
+
+
+def _generate(path: Path) -> None:
+    """Write a new P-256 key (PKCS#8 PEM, mode 0600) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    tmp.replace(path)
+
+
+def load_key(path: Path) -> SigningKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        raise TokenKeyError(f"cannot read the token key {path}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise TokenKeyError(f"the token key {path} is not a P-256 private key")
+    return SigningKey(key, key_id(key.public_key()))
+
+
+def key_path(settings: Settings, kind: str) -> tuple[Path, bool]:
+    """The key file of ``kind``, and whether it may be generated (unset setting: development default)."""
+    configured: Path | None = getattr(settings, f"{kind}_token_key_file")
+    if configured is not None:
+        return configured, False
+    return settings.data_dir / "jwt" / f"{kind}.pem", True
+
+
+class TokenSigner:
+    """Signs the three kinds of token; ``now`` is Unix seconds from the one clock."""
+
+    def __init__(self, keys: dict[str, SigningKey], settings: Settings) -> None:
+        self.keys = keys
+        self.issuer = settings.jwt_issuer
+        self.lifetimes = {
+            "declaration": settings.declaration_token_lifetime,
+            "analytics": settings.analytics_token_lifetime,
+            "report": settings.report_token_lifetime,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenSigner:
+        keys = {}
+        for kind in KINDS:
+            path, generate = key_path(settings, kind)
+            if generate and not path.exists():
+                _generate(path)
+            keys[kind] = load_key(path)
+        return cls(keys, settings)
+
+    def _sign(self, kind: str, now: float, claims: dict[str, Any]) -> str:
+        key = self.keys[kind]
+        iat = int(now)
+        payload = {"iss": self.issuer, "iat": iat, "exp": iat + self.lifetimes[kind], **claims}
+        return jwt.encode(payload, key.private_key, algorithm="ES256", headers={"kid": key.kid})
+
+    def declaration_token(self, now: float, *, last_contact_ntp: int, notification_ntp: int, jti: str) -> str:
+        """For the sick-leave declaration: the dates of the last contact and of the notification."""
+        return self._sign(
+            "declaration",
+            now,
+            {
+                "jti": jti,
+                "lastContactDateTimestamp": last_contact_ntp,
+                "notificationDateTimestamp": notification_ntp,
+            },
+        )
+
+    def analytics_token(self, now: float) -> str:
+        return self._sign("analytics", now, {"jti": uuid.uuid4().hex})
+
+    def report_validation_token(self, now: float) -> str:
+        return self._sign("report", now, {"jti": uuid.uuid4().hex})
+
+    def public_key_pem(self, kind: str) -> bytes:
+        return self.keys[kind].public_pem

@@ -1,0 +1,239 @@
+"""A phone, as the server sees it: the phone side of the ROBERT protocol over the real HTTP API.
+
+It uses only the shared protocol primitives (``crypto_backend.protocol``) and standard cryptography,
+never server internals. Typical use::
+
+    async with aiohttp.ClientSession() as http:
+        phone = Phone(base_url, server_public_key_spki, clock=clock, http=http)
+        await phone.register()                 # ECDH key pair, K_A,mac / K_A,tuples, first bundle
+        hello = phone.hello()                  # 16-byte BLE payload for the current epoch
+        other.hear(hello, rssi=-60)            # another Phone keeps what it heard
+        r = await phone.status()               # r.status == 200, r.body["riskLevel"] ...
+        await other.report(code)               # uploads what it heard (PROTOCOL.md 6)
+        await phone.unregister()
+
+Every request method returns an :class:`ApiResponse` (status, JSON body or None) and never raises for
+an HTTP error status, so tests can check refusals; on success it updates the phone's state (keys,
+tuples, timeStart). Protocol times come from ``clock`` (the one clock: pass the server's ManualClock
+in tests, or a shifted Clock in simulations).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from crypto_backend import protocol
+from robert_common.clock import EPOCH_DURATION, Clock
+
+API_PREFIX = "/api/v6"
+HELLO_SIZE = 16
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    status: int
+    body: Any  # parsed JSON, or None when the body is empty or not JSON
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class HeardHello:
+    """A HELLO as stored by the phone that heard it (PROTOCOL.md 4)."""
+
+    ecc: bytes
+    ebid: bytes
+    time16: int
+    mac: bytes
+    time_collected: int  # NTP seconds of the hearing phone
+    rssi: int
+
+
+def parse_hello(hello: bytes) -> tuple[bytes, bytes, int, bytes]:
+    """``ECC(1) | EBID(8) | Time(2) | MAC(5)`` -> (ecc, ebid, time16, mac)."""
+    if len(hello) != HELLO_SIZE:
+        raise ValueError("a HELLO is 16 bytes")
+    return hello[0:1], hello[1:9], int.from_bytes(hello[9:11], "big"), hello[11:16]
+
+
+@dataclass
+class Phone:
+    """One phone. ``server_public_key`` is the registration public key apps embed (SPKI DER)."""
+
+    base_url: str
+    server_public_key: bytes
+    clock: Clock = field(default_factory=Clock)
+    http: aiohttp.ClientSession | None = None
+    private_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    k_mac: bytes | None = None
+    k_tuples: bytes | None = None
+    time_start: int | None = None  # NTP seconds, from /register
+    tuples: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # epochId -> (ebid, ecc)
+    heard: list[HeardHello] = field(default_factory=list)
+    last_status: dict[str, Any] | None = None
+
+    # --- local protocol operations -------------------------------------------------------------
+
+    @property
+    def public_key_spki(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @property
+    def registered(self) -> bool:
+        return self.k_mac is not None
+
+    def ntp_now(self) -> int:
+        return self.clock.ntp_now()
+
+    def epoch_now(self) -> int:
+        if self.time_start is None:
+            raise RuntimeError("not registered")
+        return (self.ntp_now() - self.time_start) // EPOCH_DURATION
+
+    def derive_keys(self) -> None:
+        """K_A,mac and K_A,tuples from ECDH(phone private, server public) (PROTOCOL.md 2)."""
+        self.k_mac, self.k_tuples = protocol.derive_client_keys(self.private_key, self.server_public_key)
+
+    def open_bundle(self, tuples_b64: str) -> dict[int, tuple[bytes, bytes]]:
+        """Decrypt a sealed bundle and merge its tuples into ``self.tuples`` (PROTOCOL.md 3)."""
+        assert self.k_tuples is not None
+        plain = protocol.open_tuples(self.k_tuples, base64.b64decode(tuples_b64))
+        opened = {
+            t["epochId"]: (base64.b64decode(t["key"]["ebid"]), base64.b64decode(t["key"]["ecc"]))
+            for t in json.loads(plain)
+        }
+        self.tuples.update(opened)
+        return opened
+
+    def key_of(self, epoch_id: int | None = None) -> tuple[int, bytes, bytes]:
+        """(epochId, EBID, ECC) of an epoch (default: now); KeyError if no tuple covers it."""
+        epoch_id = self.epoch_now() if epoch_id is None else epoch_id
+        ebid, ecc = self.tuples[epoch_id]
+        return epoch_id, ebid, ecc
+
+    def hello(self, ntp_time: int | None = None) -> bytes:
+        """The 16-byte HELLO broadcast at ``ntp_time`` (default now) (PROTOCOL.md 4)."""
+        assert self.k_mac is not None and self.time_start is not None
+        ntp_time = self.ntp_now() if ntp_time is None else ntp_time
+        _, ebid, ecc = self.key_of((ntp_time - self.time_start) // EPOCH_DURATION)
+        time16 = (ntp_time & 0xFFFF).to_bytes(2, "big")
+        return ecc + ebid + time16 + protocol.hello_mac(self.k_mac, ecc, ebid, time16)
+
+    def hear(self, hello: bytes, rssi: int, time_collected: int | None = None) -> None:
+        """Keep a HELLO heard over BLE, with this phone's own time of collection."""
+        ecc, ebid, time16, mac = parse_hello(hello)
+        collected = self.ntp_now() if time_collected is None else time_collected
+        self.heard.append(HeardHello(ecc, ebid, time16, mac, collected, rssi))
+
+    def auth_body(
+        self, salt: int, epoch_id: int | None = None, ntp_time: int | None = None
+    ) -> dict[str, Any]:
+        """``{ebid, epochId, time, mac}`` of an authenticated request (PROTOCOL.md 5)."""
+        assert self.k_mac is not None
+        epoch_id, ebid, _ = self.key_of(epoch_id)
+        time32 = ((self.ntp_now() if ntp_time is None else ntp_time) & 0xFFFFFFFF).to_bytes(4, "big")
+        mac = protocol.request_mac(self.k_mac, salt, ebid, epoch_id, time32)
+        return {"ebid": b64(ebid), "epochId": epoch_id, "time": b64(time32), "mac": b64(mac)}
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """The heard HELLOs grouped by (EBID, ECC), as the /report body's ``contacts`` (PROTOCOL.md 6)."""
+        groups: dict[tuple[bytes, bytes], list[HeardHello]] = defaultdict(list)
+        for h in self.heard:
+            groups[(h.ebid, h.ecc)].append(h)
+        return [
+            {
+                "ebid": b64(ebid),
+                "ecc": b64(ecc),
+                "ids": [
+                    {
+                        "timeCollectedOnDevice": h.time_collected,
+                        "timeFromHelloMessage": h.time16,
+                        "mac": b64(h.mac),
+                        "rssiCalibrated": h.rssi,
+                    }
+                    for h in hellos
+                ],
+            }
+            for (ebid, ecc), hellos in groups.items()
+        ]
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> ApiResponse:
+        """One request to ``/api/v6<path>``; never raises for an HTTP error status."""
+        own = self.http is None
+        http = self.http or aiohttp.ClientSession()
+        try:
+            async with http.request(method, self.base_url + API_PREFIX + path, json=body, **kwargs) as r:
+                raw = await r.read()
+                try:
+                    parsed = json.loads(raw) if raw else None
+                except ValueError:
+                    parsed = None
+                return ApiResponse(r.status, parsed)
+        finally:
+            if own:
+                await http.close()
+
+    async def register(
+        self, captcha: str = "-", captcha_id: str = "-", push_info: dict[str, str] | None = None
+    ) -> ApiResponse:
+        """``POST /register``: on 201, derive the keys and open the first bundle."""
+        body: dict[str, Any] = {
+            "captcha": captcha,
+            "captchaId": captcha_id,
+            "clientPublicECDHKey": b64(self.public_key_spki),
+        }
+        if push_info is not None:
+            body["pushInfo"] = push_info
+        r = await self.call("POST", "/register", body)
+        if r.status == 201:
+            self.derive_keys()
+            self.time_start = int(r.body["timeStart"])
+            self.open_bundle(r.body["tuples"])
+        return r
+
+    async def status(self, push_info: dict[str, str] | None = None, **auth: Any) -> ApiResponse:
+        """``POST /status`` (salt 0x02); on 200 the fresh bundle is opened. ``auth``: epoch_id, ntp_time."""
+        body = self.auth_body(protocol.SALT_STATUS, **auth)
+        if push_info is not None:
+            body["pushInfo"] = push_info
+        r = await self.call("POST", "/status", body)
+        if r.status == 200:
+            self.last_status = r.body
+            self.open_bundle(r.body["tuples"])
+        return r
+
+    async def unregister(self, **auth: Any) -> ApiResponse:
+        """``POST /unregister`` (salt 0x03)."""
+        return await self.call("POST", "/unregister", self.auth_body(protocol.SALT_UNREGISTER, **auth))
+
+    async def delete_history(self, **auth: Any) -> ApiResponse:
+        """``POST /deleteExposureHistory`` (salt 0x04)."""
+        body = self.auth_body(protocol.SALT_DELETE_HISTORY, **auth)
+        return await self.call("POST", "/deleteExposureHistory", body)
+
+    async def report(self, code: str) -> ApiResponse:
+        """``POST /report`` with every heard HELLO, unlocked by a code (PROTOCOL.md 6 and 7)."""
+        return await self.call("POST", "/report", {"token": code, "contacts": self.contacts()})
+
+    async def clock_info(self) -> ApiResponse:
+        return await self.call("GET", "/clock")
