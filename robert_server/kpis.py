@@ -1,8 +1,11 @@
 """The ``kpis`` collection: counters kept in documents (never counted by scanning), one document a day.
 
 Document: ``{_id: "YYYY-MM-DD", <counter>: int, ...}``. Counter names are the KPI names served at
-``/internal/api/v2/kpis`` (for example ``reports``, ``contactsProcessed``, ``notifiedUsers``).
-Gauges that describe the current state (``usersAtRisk``) live in the ``_id: "current"`` document.
+``/internal/api/v2/kpis`` (:data:`COUNTERS`). Gauges that describe the current state (``usersAtRisk``)
+live in the ``_id: "current"`` document (:data:`GAUGES`).
+
+Who counts what: the phone API counts ``reports`` and ``notifiedUsers`` (a phone told of its current risk);
+the matching worker counts everything else.
 """
 
 from __future__ import annotations
@@ -15,26 +18,59 @@ from pymongo.asynchronous.database import AsyncDatabase
 COLLECTION = "kpis"
 CURRENT = "current"
 
+# Per-day counters, summed over the days asked for.
+COUNTERS: dict[str, str] = {
+    "reports": "accepted /report calls",
+    "contactsProcessed": "uploaded contacts the matching worker finished with (any outcome)",
+    "hellosProcessed": "HELLOs of those contacts",
+    "hellosScored": "HELLOs that passed every check and were scored",
+    "contactsForeign": "contacts of another country, kept for forwarding (PROTOCOL.md 8 step 1)",
+    "hellosRejectedForeignCountry": "HELLOs of contacts of another country (forwarded, not scored here)",
+    "hellosRejectedUndecryptable": "HELLOs of contacts whose EBID did not decrypt (no key, epochs disagree)",
+    "hellosRejectedUnknownIdentity": "HELLOs of contacts of an unknown or unregistered id_A",
+    "hellosRejectedMalformed": "HELLOs of malformed contacts",
+    "hellosRejectedBadMac": "HELLOs with an invalid MAC (PROTOCOL.md 8 step 3)",
+    "hellosRejectedTimeMismatch": "HELLOs whose own time is too far from the collection time (step 4)",
+    "hellosRejectedBadEpoch": "HELLOs collected more than one epoch away from their EBID's epoch (step 2)",
+    "alertedUsers": "risk evaluations that found a new risk (a phone put at risk)",
+    "notifiedUsers": "phones told of their current risk at a /status",
+    "usersAboveRiskThresholdButRetentionPeriodExpired": "above the threshold, contact too old",
+    "riskFlagsCleared": "at-risk flags cleared 7 days after the last contact",
+    "exposuresPurged": "exposure epochs dropped as older than the contagious period",
+}
+# Gauges of the current state, in the "current" document.
+GAUGES: dict[str, str] = {"usersAtRisk": "registrations at risk now"}
+
 
 async def increment(db: AsyncDatabase, day: dt.date, **counters: int) -> None:
-    """Add to today's counters (one atomic upsert)."""
+    """Add to the counters of ``day`` (one atomic upsert)."""
     inc = {k: v for k, v in counters.items() if v}
     if inc:
         await db[COLLECTION].update_one({"_id": day.isoformat()}, {"$inc": inc}, upsert=True)
 
 
 async def set_gauges(db: AsyncDatabase, **gauges: int | float) -> None:
+    """Set gauges to exact values (e.g. after a recount)."""
     await db[COLLECTION].update_one({"_id": CURRENT}, {"$set": gauges}, upsert=True)
 
 
-async def report(db: AsyncDatabase, since: dt.date | None = None, until: dt.date | None = None) -> dict[str, Any]:
-    """Totals of every counter over [since, until] plus the current gauges."""
-    totals: dict[str, Any] = {}
-    current: dict[str, Any] = {}
+async def adjust_gauges(db: AsyncDatabase, **deltas: int) -> None:
+    """Move gauges by ``deltas`` (one atomic upsert)."""
+    inc = {k: v for k, v in deltas.items() if v}
+    if inc:
+        await db[COLLECTION].update_one({"_id": CURRENT}, {"$inc": inc}, upsert=True)
+
+
+async def report(
+    db: AsyncDatabase, since: dt.date | None = None, until: dt.date | None = None
+) -> dict[str, Any]:
+    """Totals of every counter over [since, until] plus the current gauges (every known KPI, 0 if unset)."""
+    totals: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
+    current: dict[str, Any] = dict.fromkeys(GAUGES, 0)
     async for doc in db[COLLECTION].find({}):
         key = doc.pop("_id")
         if key == CURRENT:
-            current = doc
+            current.update(doc)
             continue
         day = dt.date.fromisoformat(key)
         if (since and day < since) or (until and day > until):

@@ -1,13 +1,69 @@
-"""Subcommands of ``robert`` for this component (see robert_server/cli.py)."""
+"""``robert matcher``: the matching worker, continuously (a pass every ROBERT_MATCHER_INTERVAL seconds)
+or once with ``--once`` (tests, cron). Any number may run at once, on any number of machines."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import signal
 from typing import Any
+
+from robert_common.clock import Clock, ServiceTime
+from robert_common.logs import setup_logging
+from robert_common.mongo import mongo_client
+from robert_common.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("robert.matcher")
 
 
 def register(sub: Any) -> None:  # sub: argparse._SubParsersAction
-    del sub  # filled in by the component's issue
+    p = sub.add_parser("matcher", help="match uploaded contacts against registrations and evaluate risks")
+    p.add_argument("--once", action="store_true", help="run one pass, print what it did as JSON, and exit")
+    p.add_argument(
+        "--interval", type=float, default=None, help="seconds between passes (ROBERT_MATCHER_INTERVAL)"
+    )
+    p.set_defaults(func=run)
 
 
-__all__ = ["register", "argparse"]
+async def run_matcher(settings: Settings, *, once: bool, interval: float | None = None) -> dict[str, Any]:
+    """Run the worker over the configured database and crypto service; the pass's figures when ``once``."""
+    from robert_server import contacts, registrations
+    from robert_server.crypto_client import CryptoClient
+    from robert_server.matching.worker import MatchingConfig, Worker
+
+    assert settings.mongodb_uri is not None
+    client = mongo_client(settings.mongodb_uri)
+    try:
+        db = client[settings.mongodb_database]
+        await registrations.ensure_indexes(db)
+        await contacts.ensure_indexes(db)
+        service_time = ServiceTime(settings.time_start_date, Clock(settings.clock_shift_file))
+        async with CryptoClient.from_settings(settings) as crypto:
+            worker = Worker(db, crypto, service_time, MatchingConfig.from_settings(settings))
+            if once:
+                stats = await worker.run_once()
+                return {"batches": stats.batches, **stats.counters}
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            log.info("matcher started", extra={"interval": interval or settings.matcher_interval})
+            await worker.run_forever(interval or settings.matcher_interval, stop)
+            return {}
+    finally:
+        await client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    if not settings.mongodb_uri:
+        raise SettingsError("ROBERT_MONGODB_URI must be set for robert matcher (robert up starts a database)")
+    if args.interval is not None and args.interval <= 0:
+        raise SettingsError("--interval must be a positive number of seconds")
+    result = asyncio.run(run_matcher(settings, once=args.once, interval=args.interval))
+    if args.once:
+        print(json.dumps(result, sort_keys=True))
+    return 0

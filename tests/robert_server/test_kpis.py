@@ -1,0 +1,38 @@
+"""KPI counters and gauges kept in documents (robert_server.kpis), on the real database."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from robert_server import kpis
+
+D1, D2, D3 = dt.date(2024, 6, 1), dt.date(2024, 6, 2), dt.date(2024, 6, 3)
+
+
+async def test_counters_add_up_per_day_and_over_a_range(db: AsyncDatabase) -> None:
+    await kpis.increment(db, D1, reports=1, contactsProcessed=10)
+    await kpis.increment(db, D2, reports=2, hellosRejectedBadMac=3, unused=0)
+    await kpis.increment(db, D3, reports=4)
+    everything = await kpis.report(db)
+    assert everything["reports"] == 7 and everything["contactsProcessed"] == 10
+    assert everything["hellosRejectedBadMac"] == 3
+    assert "unused" not in everything  # zero increments write nothing
+    middle = await kpis.report(db, since=D2, until=D2)
+    assert middle["reports"] == 2 and middle["contactsProcessed"] == 0
+
+
+async def test_every_known_kpi_is_reported_even_when_never_counted(db: AsyncDatabase) -> None:
+    got = await kpis.report(db)
+    assert set(kpis.COUNTERS) | set(kpis.GAUGES) <= set(got)
+    assert all(got[k] == 0 for k in kpis.COUNTERS)
+    assert got["usersAboveRiskThresholdButRetentionPeriodExpired"] == 0
+
+
+async def test_gauges_are_set_and_adjusted(db: AsyncDatabase) -> None:
+    await kpis.adjust_gauges(db, usersAtRisk=2)
+    await kpis.adjust_gauges(db, usersAtRisk=-1)
+    assert (await kpis.report(db))["usersAtRisk"] == 1
+    await kpis.set_gauges(db, usersAtRisk=5)
+    assert (await kpis.report(db, since=D3))["usersAtRisk"] == 5  # gauges ignore the day range
