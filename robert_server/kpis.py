@@ -14,6 +14,7 @@ import datetime as dt
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 COLLECTION = "kpis"
 CURRENT = "current"
@@ -49,6 +50,38 @@ async def increment(db: AsyncDatabase, day: dt.date, **counters: int) -> None:
         await db[COLLECTION].update_one({"_id": day.isoformat()}, {"$inc": inc}, upsert=True)
 
 
+RUNS_KEPT = 1000  # ids of recent counting runs kept per document, so a retried count adds nothing
+
+
+async def increment_once(
+    db: AsyncDatabase, day: dt.date, run_id: str, counters: dict[str, int], gauge_deltas: dict[str, int]
+) -> bool:
+    """Add ``counters`` to ``day`` and move the gauges, at most once per ``run_id``.
+
+    Each document remembers the runs it counted (``_runs``): a count retried after a crash (the same
+    run_id) matches no document, and its upsert hits the existing _id, which is the "already counted"
+    answer. True when the day's counters were added now.
+    """
+    counted = await _increment_once(db, day.isoformat(), run_id, counters)
+    await _increment_once(db, CURRENT, run_id, gauge_deltas)
+    return counted
+
+
+async def _increment_once(db: AsyncDatabase, doc_id: str, run_id: str, deltas: dict[str, int]) -> bool:
+    inc = {k: v for k, v in deltas.items() if v}
+    if not inc:
+        return False
+    try:
+        await db[COLLECTION].update_one(
+            {"_id": doc_id, "_runs": {"$ne": run_id}},
+            {"$inc": inc, "$push": {"_runs": {"$each": [run_id], "$slice": -RUNS_KEPT}}},
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        return False
+    return True
+
+
 async def set_gauges(db: AsyncDatabase, **gauges: int | float) -> None:
     """Set gauges to exact values (e.g. after a recount)."""
     await db[COLLECTION].update_one({"_id": CURRENT}, {"$set": gauges}, upsert=True)
@@ -69,6 +102,7 @@ async def report(
     current: dict[str, Any] = dict.fromkeys(GAUGES, 0)
     async for doc in db[COLLECTION].find({}):
         key = doc.pop("_id")
+        doc = {k: v for k, v in doc.items() if not k.startswith("_")}  # bookkeeping, not KPIs
         if key == CURRENT:
             current.update(doc)
             continue

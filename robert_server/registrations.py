@@ -40,6 +40,7 @@ def collection(db: AsyncDatabase) -> AsyncCollection:
 async def ensure_indexes(db: AsyncDatabase) -> None:
     await collection(db).create_index([("risk_pending", ASCENDING)], sparse=True)
     await collection(db).create_index([("at_risk", ASCENDING)], sparse=True)
+    await collection(db).create_index([("kpi_pending", ASCENDING)], sparse=True)
 
 
 async def create(db: AsyncDatabase, id_a: bytes, epoch_id: int, push_info: dict[str, Any] | None) -> None:
@@ -237,6 +238,24 @@ async def write_risk(
         return 0
     result = await collection(db).bulk_write(ops, ordered=False)
     return result.modified_count
+
+
+async def find_kpi_pending(db: AsyncDatabase, limit: int) -> list[dict[str, Any]]:
+    """Registrations whose last risk write carries KPI counts not yet added (``kpi_pending``, indexed).
+
+    The risk write sets ``kpi_pending``, ``kpi_run`` and ``kpi_counts`` with the decision itself, so a
+    worker dying before it counts leaves the counts here for the next pass (an outbox).
+    """
+    cursor = collection(db).find({"kpi_pending": True}, {"kpi_run": 1, "kpi_counts": 1}).limit(limit)
+    return [d async for d in cursor]
+
+
+async def clear_kpi_pending(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> None:
+    """The counts of ``run_id`` were added: clear them (only where no later run replaced them)."""
+    await collection(db).update_many(
+        {"_id": {"$in": id_as}, "kpi_run": run_id},
+        {"$set": {"kpi_pending": False}, "$unset": {"kpi_run": "", "kpi_counts": ""}},
+    )
 
 
 async def written_by_run(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> set[bytes]:

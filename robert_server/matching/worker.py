@@ -29,7 +29,7 @@ import socket
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,7 @@ class Worker:
     async def run_once(self) -> PassStats:
         """Process every claimable batch, evaluate pending risks, run the daily job if due."""
         self.stats = PassStats()
+        await self._settle_kpis()  # counts a worker died before adding
         while True:
             with self._timed("db"):
                 batch = await contacts.claim_batch(
@@ -265,12 +266,12 @@ class Worker:
                     exposures[str(e)] = exposures.get(str(e), 0.0) + s
                 d = risk.evaluate({**doc, "exposures": exposures}, self.time, self.config.risk, self.pick)
                 add = {e: s for e, s in add.items() if e not in d.expired_epochs}
-                updates.append((doc, add, self._risk_fields(d, run_id), list(d.expired_epochs)))
+                updates.append((doc, add, self._risk_fields(doc, d, run_id), list(d.expired_epochs)))
                 decisions[doc["_id"]] = (doc, d)
         with self._timed("db"):
             applied = await registrations.apply_batch(self.db, batch_id, updates)
         self._step("exposures_added")
-        await self._count_written(decisions, applied, run_id)
+        await self._settle_kpis()
         if applied < len(updates):
             with self._timed("db"):
                 written = await registrations.written_by_run(self.db, list(decisions), run_id)
@@ -280,7 +281,7 @@ class Worker:
             await self.evaluate(list(rest))
 
     @staticmethod
-    def _risk_fields(d: risk.RiskDecision, run_id: str) -> dict[str, Any]:
+    def _risk_fields(doc: Mapping[str, Any], d: risk.RiskDecision, run_id: str) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "at_risk": d.at_risk,
             "latest_risk_epoch": d.latest_risk_epoch,
@@ -290,6 +291,15 @@ class Worker:
         }
         if d.new_risk:
             fields["notified"] = False  # a new risk to tell (the API counts notifiedUsers)
+        if d.new_risk or d.above_threshold_expired:
+            # The KPI counts travel with the decision and are added by _settle_kpis (exactly once).
+            fields["kpi_pending"] = True
+            fields["kpi_run"] = run_id
+            fields["kpi_counts"] = {
+                "alertedUsers": int(d.new_risk),
+                "usersAboveRiskThresholdButRetentionPeriodExpired": int(d.above_threshold_expired),
+                "usersAtRisk": int(d.new_risk and not doc.get("at_risk")),
+            }
         return fields
 
     # --- risk (PROTOCOL.md 9) ----------------------------------------------------------------------
@@ -322,33 +332,35 @@ class Worker:
         with self._timed("risk"):
             for doc in docs:
                 d = risk.evaluate(doc, self.time, self.config.risk, self.pick)
-                updates.append((doc, self._risk_fields(d, run_id), list(d.expired_epochs)))
+                updates.append((doc, self._risk_fields(doc, d, run_id), list(d.expired_epochs)))
                 decisions[doc["_id"]] = (doc, d)
         with self._timed("db"):
-            applied = await registrations.write_risk(self.db, updates)
-        await self._count_written(decisions, applied, run_id)
+            await registrations.write_risk(self.db, updates)
+        await self._settle_kpis()
 
-    async def _count_written(
-        self, decisions: dict[bytes, tuple[dict[str, Any], risk.RiskDecision]], applied: int, run_id: str
-    ) -> None:
-        """Count the KPIs of the decisions this run wrote (all of them unless some writes were refused)."""
-        counted = [i for i, (_, d) in decisions.items() if d.new_risk or d.above_threshold_expired]
-        with self._timed("db"):
-            if applied < len(decisions) and counted:  # a concurrent change: count only what we wrote
-                written = await registrations.written_by_run(self.db, counted, run_id)
-                counted = [i for i in counted if i in written]
-            await self._count_risks(decisions[i] for i in counted)
+    async def _settle_kpis(self) -> None:
+        """Add the KPI counts that risk writes left on registrations (``kpi_pending``), once per run.
 
-    async def _count_risks(self, outcomes: Iterable[tuple[dict[str, Any], risk.RiskDecision]]) -> None:
-        counters: Counter[str] = Counter()
-        newly_at_risk = 0
-        for doc, d in outcomes:
-            counters["alertedUsers"] += d.new_risk
-            counters["usersAboveRiskThresholdButRetentionPeriodExpired"] += d.above_threshold_expired
-            newly_at_risk += d.new_risk and not doc.get("at_risk")
-        await kpis.increment(self.db, self._today(), **counters)
-        await kpis.adjust_gauges(self.db, usersAtRisk=newly_at_risk)
-        self.stats.counters.update(+counters)
+        Counted with :func:`kpis.increment_once` keyed by the run that wrote them, then cleared: a worker
+        dying anywhere in between leaves them for the next pass, which neither loses nor repeats them.
+        """
+        for _ in range(MAX_RISK_ROUNDS):
+            with self._timed("db"):
+                docs = await registrations.find_kpi_pending(self.db, self.config.risk_page)
+            if not docs:
+                return
+            by_run: dict[str, list[dict[str, Any]]] = {}
+            for doc in docs:
+                by_run.setdefault(doc.get("kpi_run") or "", []).append(doc)
+            for run_id, group in by_run.items():
+                totals: Counter[str] = Counter()
+                for doc in group:
+                    totals.update(doc.get("kpi_counts") or {})
+                gauges = {"usersAtRisk": totals.pop("usersAtRisk", 0)}
+                with self._timed("db"):
+                    if await kpis.increment_once(self.db, self._today(), run_id, dict(totals), gauges):
+                        self.stats.counters.update(+totals)
+                    await registrations.clear_kpi_pending(self.db, [d["_id"] for d in group], run_id)
 
     # --- daily job (PROTOCOL.md 9) -----------------------------------------------------------------
 
