@@ -1,0 +1,199 @@
+"""``robert-sim``: run a scenario of virtual phones against a ROBERT system, or check a scenario file.
+
+    robert-sim check SCENARIO                      # validate, print the ground truth (no server needed)
+    robert-sim run SCENARIO [--server URL] [--issuer ADDR --issuer-token T] [--clock-shift-file F] ...
+
+Defaults point at the local ``robert up`` and read the same ``ROBERT_*`` variables it does
+(``ROBERT_HTTP_PORT``, ``ROBERT_CRYPTO_ADDRESS``, ``ROBERT_CODES_ADDRESS``, ``ROBERT_CLOCK_SHIFT_FILE``);
+``ROBERT_SIM_ISSUER_TOKEN`` may hold the issuer token. See simulator/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from simulator.backend import (
+    BackendError,
+    GrpcIssuer,
+    fetch_server_key,
+    load_server_key,
+    matcher_command,
+    matcher_wait,
+)
+from simulator.groundtruth import ground_truth
+from simulator.report import print_report, timeline_png, write_json
+from simulator.runner import Backend, Runner, RunOptions, ShiftFileTime
+from simulator.scenario import Scenario, ScenarioError, load_scenario
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robert-sim", description="Virtual phones and BLE encounters")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser("check", help="validate a scenario and print its ground truth")
+    check.add_argument("scenario", type=Path)
+    check.set_defaults(func=cmd_check)
+
+    key = sub.add_parser("key", help="print the registration public key (base64 DER) from the crypto service")
+    key.add_argument("--crypto", default=_env("ROBERT_CRYPTO_ADDRESS", "127.0.0.1:50051"), help="crypto gRPC")
+    key.set_defaults(func=cmd_key)
+
+    codes = sub.add_parser(
+        "codes", help="issue long codes through the code issuer, one per line (load tests)"
+    )
+    codes.add_argument("--count", type=int, required=True, help="how many (1 to 100 000)")
+    codes.add_argument(
+        "--issuer", default=_env("ROBERT_CODES_ADDRESS", "127.0.0.1:50052"), help="code issuer"
+    )
+    codes.add_argument(
+        "--issuer-token", default=os.environ.get("ROBERT_SIM_ISSUER_TOKEN"), help="issuer token"
+    )
+    codes.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    codes.set_defaults(func=cmd_codes)
+
+    run = sub.add_parser("run", help="run a scenario against a live system")
+    run.add_argument("scenario", type=Path)
+    port = _env("ROBERT_HTTP_PORT", "8080")
+    run.add_argument(
+        "--server", default=f"http://127.0.0.1:{port}", help="phone API base URL (without /api/v6)"
+    )
+    run.add_argument(
+        "--server-key",
+        type=Path,
+        help="registration public key file (PEM/DER); default: ask the crypto service",
+    )
+    run.add_argument("--crypto", default=_env("ROBERT_CRYPTO_ADDRESS", "127.0.0.1:50051"), help="crypto gRPC")
+    run.add_argument(
+        "--issuer", default=_env("ROBERT_CODES_ADDRESS", "127.0.0.1:50052"), help="code issuer gRPC"
+    )
+    run.add_argument("--issuer-token", default=os.environ.get("ROBERT_SIM_ISSUER_TOKEN"), help="issuer token")
+    run.add_argument(
+        "--clock-shift-file", type=Path, default=os.environ.get("ROBERT_CLOCK_SHIFT_FILE"),
+        help="the system's clock-shift file (the one its processes were started with)",
+    )  # fmt: skip
+    run.add_argument("--settle", type=float, default=1.2, help="seconds processes need to see a new time")
+    m = run.add_mutually_exclusive_group()
+    m.add_argument(
+        "--matcher-cmd", default="robert matcher --once", help="command that runs one matching pass"
+    )
+    m.add_argument("--matcher-wait", type=float, help="instead: seconds to wait for the system's own worker")
+    run.add_argument("--start", type=dt.date.fromisoformat, help="UTC date of day 0 (default: next midnight)")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--concurrency", type=int, default=8, help="requests in flight in a poll round")
+    run.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    run.add_argument("--plot", type=Path, help="write a timeline PNG to this file (needs matplotlib)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--totals-only", action="store_true", help="no per-phone table")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    sc = load_scenario(args.scenario)
+    truth = ground_truth(sc)
+    table = Table(title=f"{sc.name}: {len(sc.phones)} phones, {sc.days} days, seed {sc.seed}")
+    for col in ("phone", "joins", "diagnosed", "close min", "exposed"):
+        table.add_column(col)
+    diagnosed = {d.who: d.at for d in sc.diagnoses}
+    for name, p in sc.phones.items():
+        when = diagnosed.get(name)
+        table.add_row(
+            name, f"day {p.joins_at // 86400}", "-" if when is None else f"day {when // 86400}",
+            f"{truth[name].close_seconds / 60:.1f}", "yes" if truth[name].exposed else "no",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{len(sc.encounters)} pair encounters; {sum(e.exposed for e in truth.values())} phones exposed"
+    )
+    return 0
+
+
+def cmd_key(args: argparse.Namespace, console: Console) -> int:
+    key = asyncio.run(fetch_server_key(args.crypto))
+    print(base64.b64encode(key).decode())
+    return 0
+
+
+def cmd_codes(args: argparse.Namespace, console: Console) -> int:
+    if not args.issuer_token:
+        raise BackendError("no issuer token: pass --issuer-token (e.g. from `robert issuers add sim`)")
+    if not 1 <= args.count <= 100_000:
+        raise BackendError("--count must be between 1 and 100 000")
+    codes = asyncio.run(GrpcIssuer(args.issuer, args.issuer_token).long_codes(args.count))
+    text = "".join(c + "\n" for c in codes)
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    sc = load_scenario(args.scenario)
+    if args.seed is not None:
+        sc.seed = args.seed
+    if args.clock_shift_file is None:
+        raise BackendError(
+            "no clock-shift file: start the system with ROBERT_CLOCK_SHIFT_FILE=F"
+            " and pass --clock-shift-file F"
+        )
+    if not args.issuer_token:
+        raise BackendError("no issuer token: pass --issuer-token (e.g. from `robert issuers add sim`)")
+    return asyncio.run(_run(args, sc, console))
+
+
+async def _run(args: argparse.Namespace, sc: Scenario, console: Console) -> int:
+    key = load_server_key(args.server_key) if args.server_key else await fetch_server_key(args.crypto)
+    issuer = GrpcIssuer(args.issuer, args.issuer_token)
+    run_matcher = matcher_wait(args.matcher_wait) if args.matcher_wait else matcher_command(args.matcher_cmd)
+    start = None
+    if args.start is not None:
+        start = dt.datetime(args.start.year, args.start.month, args.start.day, tzinfo=dt.UTC).timestamp()
+    options = RunOptions(
+        base_url=args.server.rstrip("/"), server_public_key=key, start_unix=start,
+        concurrency=args.concurrency, show_progress=not args.no_progress,
+    )  # fmt: skip
+    time_control = ShiftFileTime(args.clock_shift_file, args.settle)
+    runner = Runner(sc, options, time_control, Backend(issuer.get_code, run_matcher))
+    try:
+        result = await runner.run()
+    finally:
+        await issuer.close()
+    print_report(result, console, per_phone=not args.totals_only)
+    if args.json:
+        write_json(result, args.json)
+    if args.plot:
+        timeline_png(result, args.plot)
+        console.print(f"timeline written to {args.plot}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    try:
+        return int(args.func(args, console))
+    except (ScenarioError, BackendError) as e:
+        print(f"robert-sim: {e}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as e:
+        print(f"robert-sim: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
