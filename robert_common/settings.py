@@ -47,13 +47,19 @@ class Settings(BaseSettings):
 
     # --- core ---------------------------------------------------------------------------------
     data_dir: Path = Field(Path("robert-data"), description="Folder for the embedded database and dev keys")
-    mongodb_uri: str | None = Field(None, description="MongoDB URI; unset: start the embedded SecantusDB")
-    mongodb_database: str = "robert"
-    crypto_mongodb_database: str = "robert_crypto"
+    mongodb_uri: str | None = Field(
+        None, description="MongoDB URI; unset: `robert up` starts the embedded SecantusDB (and tests do)"
+    )
+    mongodb_database: str = Field("robert", description="Database of the API, codes and matching")
+    crypto_mongodb_database: str = Field(
+        "robert_crypto", description="Database of the crypto service (sealed identities)"
+    )
     time_start: str = Field("20200601", description="Service start date, YYYYMMDD (UTC midnight)")
-    country_code: int = Field(FRANCE_COUNTRY_CODE, ge=0, le=255)
+    country_code: int = Field(
+        FRANCE_COUNTRY_CODE, ge=0, le=255, description="Country code (CC) of this server; 0x21 is France"
+    )
     clock_shift_file: Path | None = Field(None, description="File holding a clock shift in seconds")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
 
     # --- crypto service (crypto_backend) -------------------------------------------------------
     crypto_listen: str = Field("127.0.0.1:50051", description="host:port the crypto gRPC service binds")
@@ -123,9 +129,9 @@ class Settings(BaseSettings):
         "https://app.stopcovid.gouv.fr", description="Deep link base of QR payloads (PROTOCOL.md 7)"
     )
     codes_timezone: str = Field("Europe/Paris", description="Zone of the days of long-code validity")
-    codes_short_validity_minutes: int = Field(60, ge=1)
+    codes_short_validity_minutes: int = Field(60, ge=1, description="Minutes a short code stays valid")
     codes_long_validity_days: int = Field(7, ge=0, description="Long codes: day D to the end of D+N")
-    codes_jwt_lifetime_days: int = Field(10, ge=1)
+    codes_jwt_lifetime_days: int = Field(10, ge=1, description="Days a JWT code is valid after its iat")
     codes_jwt_clock_skew: int = Field(60, ge=0, description="Seconds a JWT code's iat may be in the future")
     codes_jwt_public_keys: dict[str, str] = Field(
         default_factory=dict, description="JWT codes: key id -> ES256 public key (PEM, or base64 DER SPKI)"
@@ -235,10 +241,21 @@ class Settings(BaseSettings):
         return self.keystore_path or self.data_dir / "keystore.json"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the settings; raise SettingsError with one line per bad value."""
+EMBEDDED_URI_FILE = "mongodb.uri"  # written in data_dir by a running `robert up`, removed when it stops
+
+
+def load_settings(*, use_running_embedded: bool = True, **overrides: Any) -> Settings:
+    """Read and validate the settings; raise SettingsError with one line per bad value.
+
+    When ROBERT_MONGODB_URI is unset and a `robert up` of the same data_dir is running, its embedded
+    database is used: so `robert config`, `robert issuers` or `robert matcher --once` work beside it.
+    """
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        uri_file = settings.data_dir / EMBEDDED_URI_FILE
+        if use_running_embedded and settings.mongodb_uri is None and uri_file.is_file():
+            settings = Settings(**{**overrides, "mongodb_uri": uri_file.read_text().strip()})
+        return settings
     except ValidationError as e:
         lines = []
         for err in e.errors():

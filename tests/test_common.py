@@ -45,7 +45,7 @@ def test_bad_settings_name_each_problem(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_settings_file_is_read_and_environment_wins(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "robert.toml"
-    f.write_text('bundle_days = 2\nhttp_port = 9999\n')
+    f.write_text("bundle_days = 2\nhttp_port = 9999\n")
     monkeypatch.setenv("ROBERT_SETTINGS_FILE", str(f))
     monkeypatch.setenv("ROBERT_HTTP_PORT", "8181")
     s = load_settings()
