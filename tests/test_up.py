@@ -1,0 +1,82 @@
+"""``robert up`` (what `make run` starts): the whole system comes up, serves a phone, and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from robert_common.mongo import free_port
+from simulator.backend import fetch_server_key
+from simulator.phone import Phone
+
+pytestmark = pytest.mark.slow
+
+
+async def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = asyncio.get_running_loop().time() + 90.0
+    async with aiohttp.ClientSession() as http:
+        while True:
+            assert proc.poll() is None, "robert up exited during start-up"
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            assert asyncio.get_running_loop().time() < deadline, "the system did not become healthy"
+            await asyncio.sleep(0.5)
+
+
+async def test_robert_up_serves_a_phone_and_stops_cleanly(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ROBERT_")},
+        "ROBERT_DATA_DIR": str(tmp_path / "data"),
+        "ROBERT_HTTP_PORT": str(ports["http"]),
+        "ROBERT_METRICS_PORT": str(ports["metrics"]),
+        "ROBERT_CRYPTO_LISTEN": f"127.0.0.1:{ports['crypto']}",
+        "ROBERT_CRYPTO_ADDRESS": f"127.0.0.1:{ports['crypto']}",
+        "ROBERT_CODES_LISTEN": f"127.0.0.1:{ports['codes']}",
+        "ROBERT_CODES_ADDRESS": f"127.0.0.1:{ports['codes']}",
+        "ROBERT_CAPTCHA": "off",
+    }
+    log_path = tmp_path / "up.log"
+    log_file = log_path.open("wb")
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for over HTTP
+        [sys.executable, "-m", "robert_server.cli", "up"], env=env, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=log_file,
+    )  # fmt: skip
+    try:
+        await _wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
+        uri_file = tmp_path / "data" / "mongodb.uri"
+        assert uri_file.read_text().startswith("mongodb://127.0.0.1:")
+
+        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}")
+        async with aiohttp.ClientSession() as http:
+            phone = Phone(f"http://127.0.0.1:{ports['http']}", key, http=http)
+            registered = await phone.register()
+            assert registered.status == 201, registered.body
+            assert len(phone.tuples) >= 96 * 3  # bundle_days = 4, from the current epoch
+            status = await phone.status()
+            assert status.status == 200, status.body
+            assert status.body["riskLevel"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        finally:
+            log_file.close()
+    stderr = log_path.read_bytes()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert not uri_file.exists()  # the embedded database is gone with it
+    assert b"Traceback" not in stderr
