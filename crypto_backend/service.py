@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -349,7 +348,8 @@ class CryptoServer:
 async def serve(settings: Settings, clock: Clock) -> None:
     """``robert crypto``: open the key store and the crypto database, serve until cancelled."""
     from crypto_backend.keystore import open_keystore, resolve_passphrase
-    from robert_common.mongo import mongo_client
+    from robert_common.mongo import mongo_client, require_uri
+    from robert_common.signals import stop_event
 
     keystore = open_keystore(settings)
     _, dev = resolve_passphrase(settings)
@@ -362,16 +362,11 @@ async def serve(settings: Settings, clock: Clock) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.crypto_metrics_port, addr=settings.metrics_host)
-    if settings.mongodb_uri is None:
-        raise RuntimeError("ROBERT_MONGODB_URI is unset (`robert up` sets it for the components)")
-    client = mongo_client(settings.mongodb_uri)
+    client = mongo_client(require_uri(settings, "robert crypto"))
     server = CryptoServer(
         settings, clock, keystore, client[settings.crypto_mongodb_database], auto_rotate=auto_rotate
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     try:
         address = await server.start()
         log.info("crypto service listening", extra={"address": address, "days": len(keystore.days())})

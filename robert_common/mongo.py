@@ -6,6 +6,7 @@ and we talk to it over the MongoDB wire protocol like any ``mongod``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -13,10 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
+
+from robert_common.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +129,25 @@ class EmbeddedMongo:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def require_uri(settings: Settings, command: str) -> str:
+    """The database URI of the settings, or a clear error naming the command that needs it."""
+    if not settings.mongodb_uri:
+        raise SettingsError(
+            f"ROBERT_MONGODB_URI must be set for `{command}` (or run it beside `robert up`, "
+            "which publishes its embedded database)"
+        )
+    return settings.mongodb_uri
+
+
+@contextlib.asynccontextmanager
+async def open_database(
+    settings: Settings, command: str, name: str | None = None
+) -> AsyncIterator[AsyncDatabase]:
+    """The component's database (``name`` or ROBERT_MONGODB_DATABASE), its client closed on exit."""
+    client = mongo_client(require_uri(settings, command))
+    try:
+        yield client[name or settings.mongodb_database]
+    finally:
+        await client.close()

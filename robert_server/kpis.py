@@ -47,7 +47,15 @@ async def increment(db: AsyncDatabase, day: dt.date, **counters: int) -> None:
     """Add to the counters of ``day`` (one atomic upsert)."""
     inc = {k: v for k, v in counters.items() if v}
     if inc:
-        await db[COLLECTION].update_one({"_id": day.isoformat()}, {"$inc": inc}, upsert=True)
+        await _upsert_inc(db, day.isoformat(), inc)
+
+
+async def _upsert_inc(db: AsyncDatabase, doc_id: str, inc: dict[str, int]) -> None:
+    """``$inc`` with upsert; two first increments of a day may race to insert: the loser updates."""
+    try:
+        await db[COLLECTION].update_one({"_id": doc_id}, {"$inc": inc}, upsert=True)
+    except DuplicateKeyError:
+        await db[COLLECTION].update_one({"_id": doc_id}, {"$inc": inc})
 
 
 RUNS_KEPT = 1000  # ids of recent counting runs kept per document, so a retried count adds nothing
@@ -71,15 +79,16 @@ async def _increment_once(db: AsyncDatabase, doc_id: str, run_id: str, deltas: d
     inc = {k: v for k, v in deltas.items() if v}
     if not inc:
         return False
+    query = {"_id": doc_id, "_runs": {"$ne": run_id}}
+    update = {"$inc": inc, "$push": {"_runs": {"$each": [run_id], "$slice": -RUNS_KEPT}}}
     try:
-        await db[COLLECTION].update_one(
-            {"_id": doc_id, "_runs": {"$ne": run_id}},
-            {"$inc": inc, "$push": {"_runs": {"$each": [run_id], "$slice": -RUNS_KEPT}}},
-            upsert=True,
-        )
+        await db[COLLECTION].update_one(query, update, upsert=True)
+        return True
     except DuplicateKeyError:
-        return False
-    return True
+        # The document exists: either this run was counted already, or another run created it
+        # at the same moment. Without upsert, the update applies only in the second case.
+        result = await db[COLLECTION].update_one(query, update)
+        return result.modified_count == 1
 
 
 async def set_gauges(db: AsyncDatabase, **gauges: int | float) -> None:
@@ -91,7 +100,7 @@ async def adjust_gauges(db: AsyncDatabase, **deltas: int) -> None:
     """Move gauges by ``deltas`` (one atomic upsert)."""
     inc = {k: v for k, v in deltas.items() if v}
     if inc:
-        await db[COLLECTION].update_one({"_id": CURRENT}, {"$inc": inc}, upsert=True)
+        await _upsert_inc(db, CURRENT, inc)
 
 
 async def report(

@@ -6,15 +6,15 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 from typing import Any
 
 from aiohttp import web
 
 from robert_common.clock import Clock
 from robert_common.logs import setup_logging
-from robert_common.mongo import mongo_client
-from robert_common.settings import SettingsError, load_settings
+from robert_common.mongo import open_database, require_uri
+from robert_common.settings import load_settings
+from robert_common.signals import stop_event
 
 log = logging.getLogger("robert.api")
 
@@ -56,12 +56,8 @@ async def serve(settings: Any, clock: Clock) -> None:
             "captcha": settings.captcha,
         },
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await stop_event().wait()
     finally:
         for r in reversed(runners):
             await r.cleanup()
@@ -70,8 +66,7 @@ async def serve(settings: Any, clock: Clock) -> None:
 def run_api(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging(settings.log_level)
-    if not settings.mongodb_uri:
-        raise SettingsError("ROBERT_MONGODB_URI must be set for robert api (robert up starts a database)")
+    require_uri(settings, "robert api")
     asyncio.run(serve(settings, Clock(settings.clock_shift_file)))
     return 0
 
@@ -89,11 +84,7 @@ async def _config(args: argparse.Namespace) -> int:
     from robert_server import client_config
 
     settings = load_settings()
-    if not settings.mongodb_uri:
-        raise SettingsError("ROBERT_MONGODB_URI must be set (start the system with robert up first)")
-    client = mongo_client(settings.mongodb_uri)
-    db = client[settings.mongodb_database]
-    try:
+    async with open_database(settings, "robert config") as db:
         if args.config_command == "set":
             await client_config.set_value(db, args.name, _parse_value(args.value, args.string))
         elif args.config_command == "get":
@@ -110,8 +101,6 @@ async def _config(args: argparse.Namespace) -> int:
             for item in await client_config.list_all(db):
                 print(f"{item['name']} = {json.dumps(item['value'])}")
         return 0
-    finally:
-        await client.close()
 
 
 def run_config(args: argparse.Namespace) -> int:

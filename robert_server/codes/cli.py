@@ -12,9 +12,8 @@ import io
 import json
 import logging
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,8 +22,9 @@ from pymongo.errors import PyMongoError
 
 from robert_common.clock import Clock
 from robert_common.logs import setup_logging
-from robert_common.mongo import mongo_client
+from robert_common.mongo import open_database
 from robert_common.settings import Settings, SettingsError, load_settings
+from robert_common.signals import stop_event
 
 log = logging.getLogger("robert.codes")
 
@@ -91,15 +91,8 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError("a date YYYY-MM-DD") from None
 
 
-@contextlib.asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[AsyncDatabase]:
-    if not settings.mongodb_uri:
-        raise SettingsError("ROBERT_MONGODB_URI must be set (robert up starts a database)")
-    client = mongo_client(settings.mongodb_uri)
-    try:
-        yield client[settings.mongodb_database]
-    finally:
-        await client.close()
+def _database(settings: Settings) -> contextlib.AbstractAsyncContextManager[AsyncDatabase]:
+    return open_database(settings, "robert codes / robert issuers")
 
 
 # --- robert codes serve --------------------------------------------------------------------------
@@ -111,12 +104,8 @@ async def serve(settings: Settings, clock: Clock) -> None:
     async with _database(settings) as db:
         server, _, service = await start_server(db, settings, clock)
         purger = asyncio.create_task(purge_forever(service))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await stop_event().wait()
         finally:
             purger.cancel()
             await server.stop(5)

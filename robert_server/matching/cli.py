@@ -7,13 +7,13 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 from typing import Any
 
 from robert_common.clock import Clock, ServiceTime
 from robert_common.logs import setup_logging
-from robert_common.mongo import mongo_client
+from robert_common.mongo import open_database, require_uri
 from robert_common.settings import Settings, SettingsError, load_settings
+from robert_common.signals import stop_event
 
 log = logging.getLogger("robert.matcher")
 
@@ -33,10 +33,7 @@ async def run_matcher(settings: Settings, *, once: bool, interval: float | None 
     from robert_server.crypto_client import CryptoClient
     from robert_server.matching.worker import MatchingConfig, Worker
 
-    assert settings.mongodb_uri is not None
-    client = mongo_client(settings.mongodb_uri)
-    try:
-        db = client[settings.mongodb_database]
+    async with open_database(settings, "robert matcher") as db:
         await registrations.ensure_indexes(db)
         await contacts.ensure_indexes(db)
         service_time = ServiceTime(settings.time_start_date, Clock(settings.clock_shift_file))
@@ -45,22 +42,16 @@ async def run_matcher(settings: Settings, *, once: bool, interval: float | None 
             if once:
                 stats = await worker.run_once()
                 return {"batches": stats.batches, **stats.counters}
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+            stop = stop_event()
             log.info("matcher started", extra={"interval": interval or settings.matcher_interval})
             await worker.run_forever(interval or settings.matcher_interval, stop)
             return {}
-    finally:
-        await client.close()
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging(settings.log_level)
-    if not settings.mongodb_uri:
-        raise SettingsError("ROBERT_MONGODB_URI must be set for robert matcher (robert up starts a database)")
+    require_uri(settings, "robert matcher")
     if args.interval is not None and args.interval <= 0:
         raise SettingsError("--interval must be a positive number of seconds")
     result = asyncio.run(run_matcher(settings, once=args.once, interval=args.interval))

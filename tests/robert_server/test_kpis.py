@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -36,3 +37,23 @@ async def test_gauges_are_set_and_adjusted(db: AsyncDatabase) -> None:
     assert (await kpis.report(db))["usersAtRisk"] == 1
     await kpis.set_gauges(db, usersAtRisk=5)
     assert (await kpis.report(db, since=D3))["usersAtRisk"] == 5  # gauges ignore the day range
+
+
+async def test_increment_once_counts_each_run_once_even_when_runs_race_on_a_new_day(
+    db: AsyncDatabase,
+) -> None:
+    day = dt.date(2026, 11, 23)
+    runs = [f"run-{i}" for i in range(12)]
+    results = await asyncio.gather(
+        *(kpis.increment_once(db, day, r, {"alertedUsers": 1}, {"usersAtRisk": 1}) for r in runs + runs)
+    )
+    assert sum(results) == len(runs)  # each run counted by exactly one of its two attempts
+    report = await kpis.report(db)
+    assert report["alertedUsers"] == len(runs) and report["usersAtRisk"] == len(runs)
+    assert "_runs" not in report
+
+
+async def test_concurrent_first_increments_of_a_day_are_all_kept(db: AsyncDatabase) -> None:
+    day = dt.date(2026, 11, 24)
+    await asyncio.gather(*(kpis.increment(db, day, reports=1) for _ in range(10)))
+    assert (await kpis.report(db))["reports"] == 10
