@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -60,6 +61,7 @@ class EmbeddedMongo:
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def uri(self) -> str:
@@ -69,11 +71,11 @@ class EmbeddedMongo:
         if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
             raise EmbeddedMongoError("no Python interpreter to run SecantusDB")
         storage = ":memory:"
-        log_target: int | object = subprocess.DEVNULL
+        log_target: int | IO[bytes] = subprocess.DEVNULL
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             storage = str(self.data_dir / "db")
-            log_target = open(self.data_dir / "secantusdb.log", "ab")  # noqa: SIM115 - closed with the process
+            self._log = log_target = open(self.data_dir / "secantusdb.log", "ab")  # noqa: SIM115 - closed in stop()
         cmd = [
             sys.executable, "-m", "secantus",
             "--host", "127.0.0.1", "--port", str(self.port),
@@ -112,6 +114,9 @@ class EmbeddedMongo:
             client.close()
 
     def stop(self) -> None:
+        if self._log is not None:
+            self._log.close()  # the server process keeps its own copy of the descriptor
+            self._log = None
         if self.proc is None:
             return
         if self.proc.poll() is None:
