@@ -106,7 +106,7 @@ class IdentityStore:
 
         async def read(chunk: list[bytes]) -> list[dict]:
             async with gate:
-                return [doc async for doc in self.collection.find({"_id": {"$in": chunk}})]
+                return await self.collection.find({"_id": {"$in": chunk}}).to_list()
 
         chunks = [wanted[k : k + IN_CHUNK] for k in range(0, len(wanted), IN_CHUNK)]
         out: dict[bytes, Identity] = {}

@@ -25,6 +25,8 @@ from robert_common.rpc import crypto_pb2 as pb
 
 MAX_CANDIDATE_DAYS = 4  # a real contact spans at most 2 days (+ neighbours): more is garbage
 TIME16 = 1 << 16
+_NO_EPOCH = -(1 << 40)  # an epoch no HELLO is ever near
+_MAC_RECORD = np.dtype(f"V{protocol.HELLO_MAC_SIZE}")  # one HELLO MAC, read as bytes (never stripped)
 
 DayKeyLookup = Callable[[int], bytes | None]  # day index (from timeStart) -> K_S
 
@@ -115,39 +117,48 @@ def decrypt_contacts(
 
     # Step 2: group the EBIDs by candidate day; one bulk SKINNY decryption per day key.
     by_day: dict[int, list[int]] = {}
-    for j in range(len(local)):
-        lo, hi = int(low[j]), int(high[j])
+    for k, (lo, hi) in enumerate(zip(low.tolist(), high.tolist(), strict=True)):
         if hi - lo < MAX_CANDIDATE_DAYS:
             for d in range(lo, hi + 1):
-                by_day.setdefault(d, []).append(j)
-    best: dict[int, tuple[int, int, bytes]] = {}  # j -> (support, epoch, id_a)
+                by_day.setdefault(d, []).append(k)
+    n_local = len(local)
+    owner = np.repeat(np.arange(n_local), np.diff(starts))  # the contact of each HELLO
+    best_support = np.zeros(n_local, dtype=np.int64)
+    best_epoch = np.zeros(n_local, dtype=np.int64)
+    best_id: list[bytes] = [b""] * n_local
     for d, members in by_day.items():
         k_s = day_key(d)
         if k_s is None:
             continue
-        plain = protocol.decrypt_ebids_packed(k_s, b"".join(local_contacts[j].ebid for j in members))
-        for pos, j in enumerate(members):
-            block = plain[8 * pos : 8 * pos + 8]
-            ep = int.from_bytes(block[:3], "big")
-            if ep // EPOCHS_PER_DAY != d:
-                continue  # a wrong key gives a random epoch: almost never one of its own day
-            s, e = starts[j], starts[j + 1]
-            support = int(np.count_nonzero(np.abs(epochs[s:e] - ep) <= 1))
-            if support and support > best.get(j, (0, 0, b""))[0]:
-                best[j] = (support, ep, block[3:])
+        plain = protocol.decrypt_ebids_packed(k_s, b"".join(local_contacts[k].ebid for k in members))
+        blocks = np.frombuffer(plain, dtype=np.uint8).reshape(-1, 8).astype(np.int64)
+        ep = (blocks[:, 0] << 16) | (blocks[:, 1] << 8) | blocks[:, 2]
+        # A wrong key gives a random epoch: almost never one of its own day.
+        own_day = ep // EPOCHS_PER_DAY == d
+        member = np.asarray(members)
+        candidate = np.full(n_local, _NO_EPOCH, dtype=np.int64)
+        candidate[member[own_day]] = ep[own_day]
+        position = np.zeros(n_local, dtype=np.int64)
+        position[member] = np.arange(len(members))
+        # Support of the decryption: the contact's HELLOs collected within 1 epoch of it.
+        near = np.abs(epochs - candidate[owner]) <= 1
+        support = np.bincount(owner, weights=near, minlength=n_local).astype(np.int64)
+        better = support > best_support  # the first day with the most support wins
+        best_support[better] = support[better]
+        best_epoch[better] = candidate[better]
+        for k, pos in zip(np.flatnonzero(better).tolist(), position[better].tolist(), strict=True):
+            best_id[k] = plain[8 * pos + 3 : 8 * pos + 8]
 
     out = Decrypted(results)
-    keep = np.zeros(len(tc), dtype=bool)
-    contact_epoch = np.zeros(len(tc), dtype=np.int64)
-    for j, i in enumerate(local):
-        if j not in best:
+    found = (best_support > 0).tolist()
+    epoch_of = best_epoch.tolist()
+    bounds = starts.tolist()
+    for k, i in enumerate(local):
+        if not found[k]:
             results[i] = pb.ContactValidation(status=pb.CONTACT_UNDECRYPTABLE, country_code=server_cc)
             continue
-        _, ep, id_a = best[j]
-        s, e = int(starts[j]), int(starts[j + 1])
-        keep[s:e] = True
-        contact_epoch[s:e] = ep
-        out.pending.append(DecryptedContact(i, server_cc, id_a, ep, s, e))
+        out.pending.append(DecryptedContact(i, server_cc, best_id[k], epoch_of[k], bounds[k], bounds[k + 1]))
+    contact_epoch = best_epoch[owner]  # 0 for an undecryptable contact, whose HELLOs are not looked at
     # Per HELLO: the collection epoch within 1 of the decrypted one (step 2), and the HELLO's own
     # 16-bit time within the tolerance of the collection time, with wrap-around at 65536 (step 4).
     gap = (th - (tc & 0xFFFF)) % TIME16
@@ -161,34 +172,41 @@ def decrypt_contacts(
 def check_hellos(
     decrypted: Decrypted, contacts: Sequence[pb.Contact], k_macs: Mapping[bytes, bytes]
 ) -> list[pb.ContactValidation]:
-    """Step 3 (MAC per HELLO, with K_A,mac of each id_A) and the verdicts of every HELLO."""
+    """Step 3 (MAC per HELLO, with K_A,mac of each id_A) and the verdicts of every HELLO.
+
+    One native HMAC loop per contact; the MAC and time lists it takes, and the verdicts, are built once
+    for the whole batch."""
     results = decrypted.results
-    for c, macs in zip(decrypted.pending, decrypted.macs, strict=True):
+    if not decrypted.pending:
+        return results
+    times16 = decrypted.times16.tolist()
+    macs = np.frombuffer(b"".join(decrypted.macs), dtype=_MAC_RECORD).tolist()  # 5-byte bytes each
+    mac_ok = np.zeros(len(times16), dtype=bool)
+    known = []
+    at = 0
+    for c in decrypted.pending:
+        n = c.stop - c.start
         k_mac = k_macs.get(c.id_a)
         if k_mac is None:
             results[c.index] = pb.ContactValidation(status=pb.CONTACT_UNKNOWN_IDENTITY, country_code=c.cc)
-            continue
-        contact = contacts[c.index]
-        n = c.stop - c.start
-        mac_ok = np.array(
-            protocol.verify_hello_macs(
-                k_mac,
-                contact.ecc,
-                contact.ebid,
-                decrypted.times16[c.start : c.stop].tolist(),
-                [macs[5 * k : 5 * k + 5] for k in range(n)],
-            ),
-            dtype=bool,
-        )
-        verdicts = np.full(n, pb.HELLO_VALID, dtype=np.uint8)
-        verdicts[~decrypted.time_ok[c.start : c.stop]] = pb.HELLO_TIME_MISMATCH
-        verdicts[~mac_ok] = pb.HELLO_BAD_MAC
-        verdicts[~decrypted.epoch_ok[c.start : c.stop]] = pb.HELLO_BAD_EPOCH
+        else:
+            contact = contacts[c.index]
+            mac_ok[c.start : c.stop] = protocol.verify_hello_macs(
+                k_mac, contact.ecc, contact.ebid, times16[c.start : c.stop], macs[at : at + n]
+            )
+            known.append(c)
+        at += n
+    # Precedence of the verdicts: a bad epoch, then a bad MAC, then a time mismatch.
+    verdicts = np.where(decrypted.time_ok, pb.HELLO_VALID, pb.HELLO_TIME_MISMATCH)
+    verdicts = np.where(mac_ok, verdicts, pb.HELLO_BAD_MAC)
+    verdicts = np.where(decrypted.epoch_ok, verdicts, pb.HELLO_BAD_EPOCH).astype(np.uint8)
+    packed = verdicts.tobytes()
+    for c in known:
         results[c.index] = pb.ContactValidation(
             status=pb.CONTACT_VALID,
             country_code=c.cc,
             id_a=c.id_a,
             epoch_id=c.epoch_id,
-            hello_verdicts=verdicts.tobytes(),
+            hello_verdicts=packed[c.start : c.stop],
         )
     return results

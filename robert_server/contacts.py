@@ -16,6 +16,7 @@ Batch document::
                      rssi: bytes(2n) rssiCalibrated, int16 BE} ]
     lease_until   datetime  unclaimed batches have a lease in the past
     lease_owner   str | None
+    claim         str       id of the claim that took it last (to read back what one claim took)
     attempts      int
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import struct
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,7 +121,7 @@ async def delete_report(db: AsyncDatabase, report_id: str) -> None:
     await collection(db).delete_many({"report_id": report_id})
 
 
-# --- matching worker (issue 5): claims with a lease, completion ----------------------------------
+# --- matching worker (issue 5): claims with a lease (several batches at a time), completion ------
 
 CLAIM_CANDIDATES = 8  # batches looked at per claim: enough that concurrent workers rarely collide
 FOREIGN_COLLECTION = "foreign_contacts"
@@ -128,28 +130,44 @@ FOREIGN_COLLECTION = "foreign_contacts"
 async def claim_batch(
     db: AsyncDatabase, owner: str, now: dt.datetime, lease_seconds: float
 ) -> dict[str, Any] | None:
-    """Claim one batch whose lease has expired (or that was never claimed) and return it, or None.
+    """Claim one batch whose lease has expired (or that was never claimed) and return it, or None."""
+    claimed = await claim_batches(db, owner, now, lease_seconds, 1)
+    return claimed[0] if claimed else None
 
-    A conditional ``update_one`` on the lease value read: of two workers that saw the same batch, exactly
-    one gets ``modified_count == 1``. The lease lets another worker take the batch over if this one dies.
+
+async def claim_batches(
+    db: AsyncDatabase, owner: str, now: dt.datetime, lease_seconds: float, limit: int
+) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` batches whose lease has expired (or that were never claimed); [] if none.
+
+    One conditional ``update_many`` over randomly chosen candidates: each batch is updated only while
+    its lease is still in the past, atomically per document, so of two workers that saw the same batch
+    exactly one takes it. The claim writes a fresh ``claim`` id, by which the batches taken are then
+    read (three operations for the whole group). The lease lets another worker take a batch over if
+    this one dies.
     """
     cursor = (
         collection(db)
-        .find({"lease_until": {"$lt": now}}, {"lease_until": 1})
+        .find({"lease_until": {"$lt": now}}, {"_id": 1})
         .sort("lease_until", ASCENDING)
-        .limit(CLAIM_CANDIDATES)
+        .limit(max(CLAIM_CANDIDATES, 2 * limit))
     )
-    candidates = [doc async for doc in cursor]
+    candidates = [doc["_id"] for doc in await cursor.to_list()]
     random.shuffle(candidates)  # concurrent workers start on different batches
     lease_until = now + dt.timedelta(seconds=lease_seconds)
-    for cand in candidates:
-        result = await collection(db).update_one(
-            {"_id": cand["_id"], "lease_until": cand["lease_until"]},
-            {"$set": {"lease_until": lease_until, "lease_owner": owner}, "$inc": {"attempts": 1}},
+    while candidates:
+        ids, candidates = candidates[:limit], candidates[limit:]
+        claim = uuid.uuid4().hex
+        result = await collection(db).update_many(
+            {"_id": {"$in": ids}, "lease_until": {"$lt": now}},
+            {
+                "$set": {"lease_until": lease_until, "lease_owner": owner, "claim": claim},
+                "$inc": {"attempts": 1},
+            },
         )
-        if result.modified_count == 1:
-            return await collection(db).find_one({"_id": cand["_id"]})
-    return None
+        if result.modified_count:
+            return await collection(db).find({"_id": {"$in": ids}, "claim": claim}).to_list()
+    return []
 
 
 async def complete_batch(db: AsyncDatabase, batch_id: str, owner: str) -> bool:
@@ -158,10 +176,26 @@ async def complete_batch(db: AsyncDatabase, batch_id: str, owner: str) -> bool:
     return result.deleted_count == 1
 
 
+async def complete_batches(db: AsyncDatabase, batch_ids: Sequence[str], owner: str) -> int:
+    """Delete processed batches that ``owner`` still holds, in one operation; the number deleted.
+
+    Which ones were deleted is known only when all were: call it while the lease is certainly held,
+    and :func:`complete_batch` one by one otherwise.
+    """
+    result = await collection(db).delete_many({"_id": {"$in": list(batch_ids)}, "lease_owner": owner})
+    return result.deleted_count
+
+
 async def release_batch(db: AsyncDatabase, batch_id: str, owner: str) -> None:
     """Give a claimed batch back at once (e.g. the crypto service is down), if ``owner`` still holds it."""
-    await collection(db).update_one(
-        {"_id": batch_id, "lease_owner": owner}, {"$set": {"lease_until": UNCLAIMED, "lease_owner": None}}
+    await release_batches(db, [batch_id], owner)
+
+
+async def release_batches(db: AsyncDatabase, batch_ids: Sequence[str], owner: str) -> None:
+    """Give claimed batches back at once, those that ``owner`` still holds (one operation)."""
+    await collection(db).update_many(
+        {"_id": {"$in": list(batch_ids)}, "lease_owner": owner},
+        {"$set": {"lease_until": UNCLAIMED, "lease_owner": None}},
     )
 
 

@@ -96,6 +96,26 @@ async def set_gauges(db: AsyncDatabase, **gauges: int | float) -> None:
     await db[COLLECTION].update_one({"_id": CURRENT}, {"$set": gauges}, upsert=True)
 
 
+async def counted_runs(db: AsyncDatabase) -> list[str] | None:
+    """The runs whose gauge deltas are in the gauges now (``_runs`` of the "current" document; None when
+    no run was ever counted), for :func:`set_gauges_if_runs`."""
+    doc = await db[COLLECTION].find_one({"_id": CURRENT}, {"_runs": 1})
+    return None if doc is None or "_runs" not in doc else list(doc["_runs"])
+
+
+async def set_gauges_if_runs(db: AsyncDatabase, runs: list[str] | None, **gauges: int | float) -> bool:
+    """Set gauges to exact values, only if no run was counted into them since ``runs`` was read.
+
+    A recount made from a state that a concurrent :func:`increment_once` has since moved would overwrite
+    that increment; then nothing is set (False) and the caller counts again."""
+    query: dict[str, Any] = {"_id": CURRENT, "_runs": runs if runs is not None else {"$exists": False}}
+    try:
+        result = await db[COLLECTION].update_one(query, {"$set": gauges}, upsert=runs is None)
+    except DuplicateKeyError:
+        return False  # the document was created meanwhile, by a counted run
+    return result.matched_count == 1 or result.upserted_id is not None
+
+
 async def adjust_gauges(db: AsyncDatabase, **deltas: int) -> None:
     """Move gauges by ``deltas`` (one atomic upsert)."""
     inc = {k: v for k, v in deltas.items() if v}

@@ -2,18 +2,23 @@
 
 One pass (:meth:`Worker.run_once`):
 
-1. Claim a batch of contacts with a lease (:func:`robert_server.contacts.claim_batch`), until none is left.
-2. Validate the whole batch with ONE ``ValidateContacts`` call to the crypto service (steps 1 to 4).
+1. Claim a group of up to ``claim_batches`` batches of contacts with a lease
+   (:func:`robert_server.contacts.claim_batches`), until none is left.
+2. Validate the whole group with ONE ``ValidateContacts`` call to the crypto service (steps 1 to 4).
 3. Score each valid Contact from its valid HELLOs (:mod:`~robert_server.matching.scoring`); keep
    contacts of another country for forwarding; count every rejection by reason.
-4. Add the scores to the registrations in one bulk write that applies each batch once per registration
-   (:func:`robert_server.registrations.add_exposures`), marking them ``risk_pending``.
-5. Evaluate the risk of those registrations (:mod:`~robert_server.matching.risk`), delete the batch, count.
+4. Add the scores to the registrations and write the risks they give (:mod:`~robert_server.matching.risk`)
+   in one bulk write that applies each batch once per registration
+   (:func:`robert_server.registrations.apply_batches`); registrations changed meanwhile get the scores
+   batch by batch (:func:`~robert_server.registrations.add_exposures`), then a fresh evaluation.
+5. Delete the group's batches, count.
 6. Evaluate any registration still ``risk_pending`` (left by a crash), then, once a day, purge exposures
    older than the contagious period, clear at-risk flags 7 days after the last contact, recount gauges.
 
-Crash safety: a batch is deleted only after its exposures and risks are written; a worker that dies
-earlier leaves the batch to be claimed again when its lease ends, and the re-run adds nothing twice.
+Groups keep the database operations per batch few: the worker's CPU goes mostly to each operation's
+client overhead. Crash safety: a batch is deleted only after its exposures and risks are written; a worker
+that dies earlier leaves the batch to be claimed again when its lease ends, and the re-run adds nothing
+twice (batch by batch, whatever groups the re-run forms).
 Workers on many machines share the work through the database alone. Every time comes from the one
 injected clock (``ServiceTime``), so a ``ManualClock`` or ``ROBERT_CLOCK_SHIFT_FILE`` moves the worker too.
 """
@@ -29,7 +34,7 @@ import socket
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +54,8 @@ log = logging.getLogger("robert.matcher")
 STATE_COLLECTION = "matching_state"  # {_id: "daily", done_day, lease_until}: the daily job's claim
 MAX_RISK_ROUNDS = 1000  # risk-pending pages per pass: a bound, never reached in practice
 HELLO_VALID = 1
+RECOUNT_ATTEMPTS = 5  # daily gauge recount: tries while concurrent counts move the gauge
+LEASE_MARGIN = 0.2  # of the lease: a group is deleted at once only while more than this is left
 
 # KPI counter of the HELLOs of a rejected contact, by ContactStatus; of a rejected HELLO, by verdict byte.
 _CONTACT_REJECTION = {
@@ -79,6 +86,7 @@ class MatchingConfig:
     lease_seconds: float = 300.0
     risk_page: int = 500
     validate_timeout: float = 60.0
+    claim_batches: int = 8  # batches claimed, validated and written together (at most APPLIED_BATCHES_KEPT)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MatchingConfig:
@@ -138,13 +146,15 @@ class Worker:
         self.stats = PassStats()
         await self._settle_kpis()  # counts a worker died before adding
         while True:
+            now = self.time.clock.utcnow()
             with self._timed("db"):
-                batch = await contacts.claim_batch(
-                    self.db, self.owner, self.time.clock.utcnow(), self.config.lease_seconds
+                group = await contacts.claim_batches(
+                    self.db, self.owner, now, self.config.lease_seconds, self.config.claim_batches
                 )
-            if batch is None:
+            if not group:
                 break
-            if not await self.process_batch(batch):
+            lease_until = now + dt.timedelta(seconds=self.config.lease_seconds)
+            if not await self.process_batches(group, lease_until):
                 break  # the crypto service is unavailable: try again at the next pass
         await self.evaluate_pending()
         await self.daily_maintenance()
@@ -170,14 +180,17 @@ class Worker:
             except TimeoutError:
                 pass
 
-    # --- one batch (PROTOCOL.md 8) -----------------------------------------------------------------
+    # --- a group of batches (PROTOCOL.md 8) --------------------------------------------------------
 
-    async def process_batch(self, batch: Mapping[str, Any]) -> bool:
-        """Validate, score, add exposures, evaluate risk, delete the batch. False if crypto is down."""
-        batch_id: str = batch["_id"]
-        packed: list[dict[str, Any]] = batch["contacts"]
-        if batch.get("attempts", 0) > 3:
-            log.warning("contact batch retried many times", extra={"attempts": batch["attempts"]})
+    async def process_batches(self, batches: Sequence[Mapping[str, Any]], lease_until: dt.datetime) -> bool:
+        """Validate, score, add exposures, evaluate risk, delete the batches. False if crypto is down.
+
+        ``lease_until``: the end of the lease this worker took on them."""
+        batch_ids: list[str] = [b["_id"] for b in batches]
+        if any(b.get("attempts", 0) > 3 for b in batches):
+            attempts = max(b.get("attempts", 0) for b in batches)
+            log.warning("contact batch retried many times", extra={"attempts": attempts})
+        packed: list[dict[str, Any]] = [c for b in batches for c in b["contacts"]]
         try:
             with self._timed("grpc"):
                 results = await self.crypto.validate_contacts(
@@ -190,24 +203,55 @@ class Worker:
             log.warning("contact validation failed", extra={"reason": e.reason, "code": e.code.name})
             if e.unavailable:
                 with self._timed("db"):
-                    await contacts.release_batch(self.db, batch_id, self.owner)
+                    await contacts.release_batches(self.db, batch_ids, self.owner)
                 return False
             return True  # left leased: retried after the lease, and logged each time
         self._step("validated")
-        with self._timed("scoring"):
-            scores, foreign, counters = self._score_batch(packed, results)
-        with self._timed("db"):
-            await contacts.store_foreign_contacts(self.db, batch_id, foreign, self.time.clock.utcnow())
+        scores: dict[str, dict[bytes, dict[int, float]]] = {}
+        counters: dict[str, Counter[str]] = {}
+        at = 0
+        for batch_id, batch in zip(batch_ids, batches, strict=True):
+            n = len(batch["contacts"])
+            with self._timed("scoring"):
+                scores[batch_id], foreign, counters[batch_id] = self._score_batch(
+                    batch["contacts"], results[at : at + n]
+                )
+            at += n
+            if foreign:
+                with self._timed("db"):
+                    await contacts.store_foreign_contacts(
+                        self.db, batch_id, foreign, self.time.clock.utcnow()
+                    )
         self._step("foreign_stored")
-        await self._apply_scores(batch_id, scores)
+        await self._apply_scores(scores)
         self._step("risk_evaluated")
         with self._timed("db"):
-            if await contacts.complete_batch(self.db, batch_id, self.owner):
-                await kpis.increment(self.db, self._today(), **counters)
-                self.stats.batches += 1
-                self.stats.counters.update(counters)
+            done = await self._complete(batch_ids, lease_until)
+            total: Counter[str] = Counter()
+            for batch_id in done:
+                total.update(counters[batch_id])
+            await kpis.increment(self.db, self._today(), **total)
+        self.stats.batches += len(done)
+        self.stats.counters.update(total)
         self._step("completed")
         return True
+
+    async def _complete(self, batch_ids: list[str], lease_until: dt.datetime) -> list[str]:
+        """Delete the processed batches this worker still holds; the ids deleted (their counts are added).
+
+        While the lease certainly runs (no other worker can have taken a batch over), one delete for
+        the group; near or past its end, one delete per batch, which tells which ones were still held.
+        """
+        margin = dt.timedelta(seconds=self.config.lease_seconds * LEASE_MARGIN)
+        if len(batch_ids) > 1 and self.time.clock.utcnow() < lease_until - margin:
+            deleted = await contacts.complete_batches(self.db, batch_ids, self.owner)
+            if deleted == len(batch_ids):
+                return batch_ids
+            # Only with clocks far apart: which batches were deleted is unknown, so count none
+            # (counted at most once, as a worker dying right after a delete also does).
+            log.warning("contact batches taken over while held", extra={"lost": len(batch_ids) - deleted})
+            return []
+        return [b for b in batch_ids if await contacts.complete_batch(self.db, b, self.owner)]
 
     def _score_batch(
         self, packed: list[dict[str, Any]], results: list[Any]
@@ -247,38 +291,54 @@ class Worker:
                 by_epoch[r.epoch_id] = by_epoch.get(r.epoch_id, 0.0) + score
         return scores, foreign, +counters
 
-    async def _apply_scores(self, batch_id: str, scores: dict[bytes, dict[int, float]]) -> None:
-        """Add the scores and write the risks they give, one write per registration (fast path); for any
-        registration changed meanwhile, or already given this batch (a re-run), add idempotently then
+    async def _apply_scores(self, scores: dict[str, dict[bytes, dict[int, float]]]) -> None:
+        """Add the scores of each batch, ``{batch_id: {id_a: {epoch: score}}}``, and write the risks they
+        give, one write per registration for the whole group (fast path); for any registration changed
+        meanwhile, or already given one of these batches (a re-run), add batch by batch idempotently, then
         evaluate afresh (PROTOCOL.md 8 step 5, 9)."""
-        if not scores:
+        merged: dict[bytes, dict[int, float]] = {}
+        sources: dict[bytes, list[str]] = {}
+        for batch_id, by_id in scores.items():
+            for id_a, by_epoch in by_id.items():
+                into = merged.get(id_a)
+                if into is None:
+                    merged[id_a] = dict(by_epoch)
+                    sources[id_a] = [batch_id]
+                    continue
+                for e, s in by_epoch.items():
+                    into[e] = into.get(e, 0.0) + s
+                sources[id_a].append(batch_id)
+        if not merged:
             return
         with self._timed("db"):
-            docs = await registrations.find_for_risk(self.db, list(scores))  # unknown id_A: no document
+            docs = await registrations.find_for_risk(self.db, list(merged))  # unknown id_A: no document
         run_id = uuid.uuid4().hex
         updates = []
-        decisions = {}
         with self._timed("risk"):
             for doc in docs:
-                add = scores[doc["_id"]]
+                add = merged[doc["_id"]]
                 exposures = dict(doc.get("exposures") or {})
                 for e, s in add.items():
                     exposures[str(e)] = exposures.get(str(e), 0.0) + s
                 d = risk.evaluate({**doc, "exposures": exposures}, self.time, self.config.risk, self.pick)
-                add = {e: s for e, s in add.items() if e not in d.expired_epochs}
-                updates.append((doc, add, self._risk_fields(doc, d, run_id), list(d.expired_epochs)))
-                decisions[doc["_id"]] = (doc, d)
+                if d.expired_epochs:
+                    add = {e: s for e, s in add.items() if e not in d.expired_epochs}
+                fields = self._risk_fields(doc, d, run_id)
+                updates.append((doc, add, fields, list(d.expired_epochs), sources[doc["_id"]]))
         with self._timed("db"):
-            applied = await registrations.apply_batch(self.db, batch_id, updates)
+            applied = await registrations.apply_batches(self.db, updates)
         self._step("exposures_added")
         await self._settle_kpis()
         if applied < len(updates):
+            found = [doc["_id"] for doc in docs]
             with self._timed("db"):
-                written = await registrations.written_by_run(self.db, list(decisions), run_id)
-            rest = {i: scores[i] for i in decisions if i not in written}
-            with self._timed("db"):
-                await registrations.add_exposures(self.db, batch_id, rest)
-            await self.evaluate(list(rest))
+                written = await registrations.written_by_run(self.db, found, run_id)
+                rest = [i for i in found if i not in written]
+                for batch_id, by_id in scores.items():
+                    part = {i: by_id[i] for i in rest if i in by_id}
+                    if part:
+                        await registrations.add_exposures(self.db, batch_id, part)
+            await self.evaluate(rest)
 
     @staticmethod
     def _risk_fields(doc: Mapping[str, Any], d: risk.RiskDecision, run_id: str) -> dict[str, Any]:
@@ -373,12 +433,22 @@ class Worker:
             purged = await self._purge_exposures()
             cleared = await self._clear_expired_risks()
             await kpis.increment(self.db, today, exposuresPurged=purged, riskFlagsCleared=cleared)
-            await kpis.set_gauges(self.db, usersAtRisk=await registrations.count_at_risk(self.db))
+            await self._recount_gauges()
             await self.db[STATE_COLLECTION].update_one(
                 {"_id": "daily"}, {"$set": {"done_day": today.isoformat(), "lease_until": contacts.UNCLAIMED}}
             )
         log.info("daily matching maintenance", extra={"exposures_purged": purged, "risks_cleared": cleared})
         return True
+
+    async def _recount_gauges(self) -> None:
+        """Set ``usersAtRisk`` to the registrations at risk, consistently with the runs counted into it
+        (a compare-and-set: counting again if a concurrent worker counted a run meanwhile)."""
+        for _ in range(RECOUNT_ATTEMPTS):
+            runs = await kpis.counted_runs(self.db)
+            at_risk = await registrations.count_at_risk_counted(self.db, runs)
+            if await kpis.set_gauges_if_runs(self.db, runs, usersAtRisk=at_risk):
+                return
+        log.warning("usersAtRisk not recounted: counts kept changing")  # still kept by increments
 
     async def _claim_daily(self, today: dt.date) -> bool:
         """Conditional claim of today's daily job (a lease, so a crashed run is taken up again)."""

@@ -57,3 +57,18 @@ async def test_concurrent_first_increments_of_a_day_are_all_kept(db: AsyncDataba
     day = dt.date(2026, 11, 24)
     await asyncio.gather(*(kpis.increment(db, day, reports=1) for _ in range(10)))
     assert (await kpis.report(db))["reports"] == 10
+
+
+async def test_a_gauge_recount_is_set_only_if_no_run_was_counted_since_it_was_read(db: AsyncDatabase) -> None:
+    runs = await kpis.counted_runs(db)
+    assert runs is None
+    assert await kpis.set_gauges_if_runs(db, runs, usersAtRisk=2)  # creates the document
+    assert (await kpis.report(db))["usersAtRisk"] == 2
+    runs = await kpis.counted_runs(db)
+    await kpis.increment_once(db, D1, "run-1", {}, {"usersAtRisk": 1})  # a concurrent count
+    assert not await kpis.set_gauges_if_runs(db, runs, usersAtRisk=5)
+    assert (await kpis.report(db))["usersAtRisk"] == 3
+    runs = await kpis.counted_runs(db)
+    assert runs == ["run-1"]
+    assert await kpis.set_gauges_if_runs(db, runs, usersAtRisk=4)
+    assert (await kpis.report(db))["usersAtRisk"] == 4

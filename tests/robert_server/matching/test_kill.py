@@ -46,8 +46,11 @@ async def test_killed_matcher_process_then_another_worker(
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        # Kill it as soon as it has finished one batch: it is then working on the next one.
-        while await contacts.pending_batches(matching.db) == REPORTS and child.returncode is None:  # noqa: ASYNC110
+        # Kill it as soon as it has finished one group of batches and claimed the next (seen claimed, so
+        # that no claim of the dead worker is still on its way to the database): it is working on them.
+        while child.returncode is None and not (  # noqa: ASYNC110
+            await contacts.pending_batches(matching.db) < REPORTS and await _leased(matching) > 0
+        ):
             await asyncio.sleep(0.02)
         if child.returncode is None:
             child.send_signal(signal.SIGKILL)
@@ -58,7 +61,7 @@ async def test_killed_matcher_process_then_another_worker(
             await child.wait()
     left = await contacts.pending_batches(matching.db)
     assert 0 < left < REPORTS, "the child should have been killed mid-run"
-    held = await contacts.collection(matching.db).count_documents({"lease_owner": {"$ne": None}})
+    held = await _leased(matching)
 
     # The dead worker's lease (on the shifted clock) must end before another worker takes its batch.
     matching.advance(time.monotonic() - started + 5)
@@ -108,3 +111,7 @@ async def test_continuous_matcher_processes_uploads_and_stops_on_sigterm(
         if child.returncode is None:
             child.kill()
             await child.wait()
+
+
+async def _leased(matching: Matching) -> int:
+    return await contacts.collection(matching.db).count_documents({"lease_owner": {"$ne": None}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
 
@@ -207,3 +208,84 @@ async def test_registrations_left_risk_pending_are_evaluated(matching: Matching)
     await matching.worker().run_once()
     reg = await registrations.get(matching.db, heard.id_a)
     assert reg is not None and reg["risk_pending"] is False and reg["at_risk"] is True
+
+
+async def test_concurrent_group_claims_take_each_batch_once(matching: Matching) -> None:
+    phone = await matching.phone()
+    for k in range(6):
+        await matching.upload(matching.contact(phone, matching.days_ago_epoch(1) + k))
+    now = matching.cs.clock.utcnow()
+    got = await asyncio.gather(
+        *(contacts.claim_batches(matching.db, f"w{i}", now, LEASE, 4) for i in range(4))
+    )
+    ids = [b["_id"] for group in got for b in group]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
+    assert all(len(group) <= 4 for group in got)
+    for i, group in enumerate(got):
+        assert all(b["lease_owner"] == f"w{i}" for b in group)
+    assert await contacts.claim_batches(matching.db, "late", now, LEASE, 4) == []
+
+
+async def test_a_group_with_a_batch_already_applied_adds_each_batch_once(matching: Matching) -> None:
+    # Batch A was applied (its worker died before deleting it); a worker then claims A again together
+    # with batch B: the one-write fast path must not apply, A must add nothing, B must add once.
+    heard = await matching.phone()
+    e = matching.days_ago_epoch(1)
+    first = matching.contact(heard, e)
+    report_a = await matching.upload(first)
+    await matching.worker().run_once()
+    await contacts.store_report(matching.db, report_a, [first], matching.cs.clock.utcnow())
+    await matching.upload(matching.contact(heard, e + 1))
+    stats = await matching.worker().run_once()
+    assert stats.batches == 2
+    reg = await registrations.get(matching.db, heard.id_a)
+    assert reg is not None
+    assert reg["exposures"] == {str(e): pytest.approx(FULL_EPOCH), str(e + 1): pytest.approx(FULL_EPOCH)}
+    assert reg["at_risk"] is True and not reg["risk_pending"]
+    k = await kpis.report(matching.db)
+    assert k["alertedUsers"] == 1 and k["usersAtRisk"] == 1 and k["contactsProcessed"] == 3
+
+
+async def test_a_group_whose_lease_ended_completes_only_what_it_still_holds(matching: Matching) -> None:
+    heard = await matching.phone()
+    e = matching.days_ago_epoch(1)
+    await matching.upload(matching.contact(heard, e))
+    await matching.upload(matching.contact(heard, e + 1, minutes=5))
+    now = matching.cs.clock.utcnow()
+    group = await contacts.claim_batches(matching.db, "slow", now, LEASE, 8)
+    assert len(group) == 2
+    matching.advance(LEASE + 1)  # the slow worker's lease ends; another worker takes one batch over
+    taken = await contacts.claim_batch(matching.db, "other", matching.cs.clock.utcnow(), LEASE)
+    assert taken is not None
+    slow = matching.worker(owner="slow")
+    assert await slow.process_batches(group, now + dt.timedelta(seconds=LEASE))
+    assert slow.stats.batches == 1  # only the batch it still held is deleted and counted
+    assert slow.stats.counters["contactsProcessed"] == 1
+    left = await contacts.collection(matching.db).find({}).to_list()
+    assert [(b["_id"], b["lease_owner"]) for b in left] == [(taken["_id"], "other")]
+
+
+async def test_the_daily_recount_leaves_unsettled_risk_counts_to_the_outbox(matching: Matching) -> None:
+    # A registration put at risk by a risk write whose usersAtRisk +1 is not settled yet (another worker
+    # between its write and its count): the daily recount must not count it, the settling does.
+    heard = await matching.phone()
+    await registrations.collection(matching.db).update_one(
+        {"_id": heard.id_a},
+        {
+            "$set": {
+                "at_risk": True,
+                "last_contact_ntp": matching.cs.time.ntp_now() - 86_400,
+                "kpi_pending": True,
+                "kpi_run": "run-1",
+                "kpi_counts": {"alertedUsers": 1, "usersAtRisk": 1},
+            }
+        },
+    )
+    worker = matching.worker()
+    assert await worker.daily_maintenance()
+    assert (await kpis.report(matching.db))["usersAtRisk"] == 0
+    await worker.run_once()  # settles the outbox
+    k = await kpis.report(matching.db)
+    assert k["usersAtRisk"] == 1 and k["alertedUsers"] == 1
+    await worker.run_once()
+    assert (await kpis.report(matching.db))["usersAtRisk"] == 1
