@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram
 from pymongo.asynchronous.database import AsyncDatabase
 
 from crypto_backend import protocol, validation
-from crypto_backend.identities import IdentityError, IdentityStore
+from crypto_backend.identities import Identity, IdentityError, IdentityStore
 from crypto_backend.keystore import FileKeyStore, KeyStore, days_ahead, utc_today
 from robert_common.clock import EPOCHS_PER_DAY, Clock, ServiceTime
 from robert_common.rpc import crypto_pb2 as pb
@@ -34,6 +34,7 @@ REASON_KEY = "robert-reason"
 MAX_BUNDLE_DAYS = 30
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a ValidateContacts batch of thousands of contacts
 KEYSTORE_CHECK_SECONDS = 10.0
+MAX_AUTH_BATCH = 1000  # requests in one AuthenticateRequests call
 
 RPC_CALLS = Counter("robert_crypto_rpc_total", "Crypto service calls", ["method", "code"])
 RPC_SECONDS = Histogram(
@@ -214,15 +215,58 @@ class CryptoServicer(pb_grpc.CryptoServiceServicer):
     ) -> pb.AuthenticateRequestResponse:
         """/status, /unregister, /deleteExposureHistory: EBID, identity, request MAC (PROTOCOL.md 5)."""
         self.refresh_keys()
+        id_a, salt = self._open_request(request)
+        identity = await self.identities.get(id_a)
+        return self._finish_request(request, id_a, salt, identity)
+
+    @_rpc
+    async def AuthenticateRequests(  # noqa: N802
+        self, request: pb.AuthenticateRequestsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuthenticateRequestsResponse:
+        """AuthenticateRequest for a batch: one identity read for all, one result (or error) per request."""
+        if len(request.requests) > MAX_AUTH_BATCH:
+            raise bad_argument(f"at most {MAX_AUTH_BATCH} requests per call")
+        self.refresh_keys()
+        results: dict[int, pb.AuthenticateRequestResult] = {}  # by index in the request
+        opened: list[tuple[int, bytes, int]] = []  # (index, id_A, salt) of the requests still valid
+        bundles_checked: set[tuple[int, int, int]] = set()  # a batch usually asks for one kind of bundle
+        for k, one in enumerate(request.requests):
+            try:
+                id_a, salt = _protocol_failures(self._open_request, one, bundles_checked)
+            except RpcFailure as failure:
+                results[k] = _result_error(failure)
+                continue
+            opened.append((k, id_a, salt))
+        identities = await self.identities.get_many(id_a for _, id_a, _ in opened) if opened else {}
+        for k, id_a, salt in opened:
+            try:
+                response = _protocol_failures(
+                    self._finish_request, request.requests[k], id_a, salt, identities.get(id_a)
+                )
+            except RpcFailure as failure:
+                results[k] = _result_error(failure)
+                continue
+            results[k] = pb.AuthenticateRequestResult(ok=response)
+        return pb.AuthenticateRequestsResponse(results=[results[k] for k in range(len(request.requests))])
+
+    def _open_request(
+        self, request: pb.AuthenticateRequestRequest, bundles_checked: set[tuple[int, int, int]] | None = None
+    ) -> tuple[bytes, int]:
+        """Check the arguments and decrypt the EBID (PROTOCOL.md 5): (id_A, salt) or RpcFailure.
+        ``bundles_checked``: bundle arguments already found valid in this call (checked once)."""
         ebid = _check_len(request.ebid, protocol.EBID_SIZE, "ebid")
-        time32 = _check_len(request.time, protocol.REQUEST_TIME_SIZE, "time")
-        mac = _check_len(request.mac, protocol.REQUEST_MAC_SIZE, "mac")
+        _check_len(request.time, protocol.REQUEST_TIME_SIZE, "time")
+        _check_len(request.mac, protocol.REQUEST_MAC_SIZE, "mac")
         salt = _REQUEST_SALTS.get(request.request_type)
         if salt is None:
             raise bad_argument("unknown request_type")
         if request.HasField("bundle"):
             b = request.bundle
-            self._check_bundle_args(b.first_epoch_id, b.bundle_days, b.country_code)
+            args = (b.first_epoch_id, b.bundle_days, b.country_code)
+            if bundles_checked is None or args not in bundles_checked:
+                self._check_bundle_args(*args)
+                if bundles_checked is not None:
+                    bundles_checked.add(args)
         k_s = self.day_key(request.epoch_id // EPOCHS_PER_DAY)
         if k_s is None:
             raise no_day_key()
@@ -231,10 +275,17 @@ class CryptoServicer(pb_grpc.CryptoServiceServicer):
             raise RpcFailure(
                 grpc.StatusCode.PERMISSION_DENIED, pb.EPOCH_MISMATCH, "EBID does not match epoch_id"
             )
-        identity = await self.identities.get(id_a)
+        return id_a, salt
+
+    def _finish_request(
+        self, request: pb.AuthenticateRequestRequest, id_a: bytes, salt: int, identity: Identity | None
+    ) -> pb.AuthenticateRequestResponse:
+        """The identity found for the decrypted id_A: check the MAC, seal the bundle if asked."""
         if identity is None:
             raise RpcFailure(grpc.StatusCode.NOT_FOUND, pb.UNKNOWN_IDENTITY, "unknown identity")
-        if not protocol.verify_request_mac(identity.k_mac, salt, ebid, request.epoch_id, time32, mac):
+        if not protocol.verify_request_mac(
+            identity.k_mac, salt, request.ebid, request.epoch_id, request.time, request.mac
+        ):
             raise RpcFailure(grpc.StatusCode.PERMISSION_DENIED, pb.INVALID_MAC, "invalid MAC")
         sealed = b""
         if request.HasField("bundle"):
@@ -285,14 +336,32 @@ class CryptoServicer(pb_grpc.CryptoServiceServicer):
         return pb.GetRegistrationPublicKeyResponse(public_key=self.keystore.registration_public_key())
 
 
+T = TypeVar("T")
+
+
+def _protocol_failures(fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn``, turning protocol errors into the RpcFailure :func:`_rpc` would have answered."""
+    try:
+        return fn(*args)
+    except protocol.NoDayKeyError:
+        raise no_day_key() from None
+    except protocol.ProtocolError:
+        raise bad_argument("invalid argument") from None
+
+
+def _result_error(failure: RpcFailure) -> pb.AuthenticateRequestResult:
+    error = pb.AuthenticateRequestError(
+        code=failure.code.name, reason=pb.ErrorReason.ValueType(failure.reason)
+    )
+    return pb.AuthenticateRequestResult(error=error)
+
+
 def _count_verdicts(results: list[pb.ContactValidation]) -> None:
-    counts = [0] * 5
-    for r in results:
-        for v in (pb.HELLO_VALID, pb.HELLO_BAD_MAC, pb.HELLO_TIME_MISMATCH, pb.HELLO_BAD_EPOCH):
-            counts[v] += r.hello_verdicts.count(v)
+    verdicts = b"".join(r.hello_verdicts for r in results)  # one byte per HELLO: count in C, not per contact
     for v in (pb.HELLO_VALID, pb.HELLO_BAD_MAC, pb.HELLO_TIME_MISMATCH, pb.HELLO_BAD_EPOCH):
-        if counts[v]:
-            HELLOS.labels(pb.HelloVerdict.Name(v)).inc(counts[v])
+        count = verdicts.count(v)
+        if count:
+            HELLOS.labels(pb.HelloVerdict.Name(v)).inc(count)
 
 
 class CryptoServer:

@@ -101,6 +101,18 @@ class Settings(BaseSettings):
     api_request_deadline: float = Field(
         5.0, gt=0, description="Seconds a phone API request may take before it is answered 503"
     )
+    status_batch_max: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Most /status polls per batch: one crypto call, one registration read, one bulk write",
+    )
+    status_batch_delay_ms: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Milliseconds a /status poll waits for others to batch with; 0 disables",
+    )
     report_max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest /report body accepted (bytes; larger: 413)"
     )

@@ -141,6 +141,48 @@ class ContactResult:
         return np.frombuffer(self.verdicts, dtype=np.uint8) == HelloVerdict.VALID
 
 
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """One authenticated request to check (PROTOCOL.md 5), for :meth:`CryptoClient.authenticate_many`.
+    ``time``: the 4 bytes the phone sent (or the uint32)."""
+
+    ebid: bytes
+    epoch_id: int
+    time: bytes | int
+    mac: bytes
+    request_type: RequestType | int
+    bundle: Bundle | None = None
+
+
+def _auth_message(r: AuthRequest) -> pb.AuthenticateRequestRequest:
+    time = r.time
+    if isinstance(time, int):
+        time = (time & 0xFFFFFFFF).to_bytes(4, "big")
+    request = pb.AuthenticateRequestRequest(
+        ebid=r.ebid,
+        epoch_id=r.epoch_id,
+        time=time,
+        mac=r.mac,
+        request_type=pb.RequestType.ValueType(int(r.request_type)),
+    )
+    if r.bundle is not None:
+        b = r.bundle
+        request.bundle.CopyFrom(
+            pb.BundleRequest(
+                first_epoch_id=b.first_epoch_id, bundle_days=b.bundle_days, country_code=b.country_code
+            )
+        )
+    return request
+
+
+def _authentication(response: pb.AuthenticateRequestResponse, asked: AuthRequest) -> Authentication:
+    return Authentication(
+        id_a=response.id_a,
+        epoch_id=response.epoch_id,
+        sealed_tuples=response.sealed_tuples if asked.bundle is not None else None,
+    )
+
+
 def _error(e: grpc.aio.AioRpcError) -> CryptoError:
     reason = "ERROR_REASON_UNSPECIFIED"
     for key, value in e.trailing_metadata() or ():
@@ -212,30 +254,30 @@ class CryptoClient:
         """Check an authenticated request (PROTOCOL.md 5). ``time``: the 4 bytes the phone sent (or the
         uint32). Raises CryptoError with reason NO_KEY_FOR_DAY (API: 430), UNKNOWN_IDENTITY (404),
         EPOCH_MISMATCH / INVALID_MAC / BAD_ARGUMENT (400)."""
-        if isinstance(time, int):
-            time = (time & 0xFFFFFFFF).to_bytes(4, "big")
-        request = pb.AuthenticateRequestRequest(
-            ebid=ebid,
-            epoch_id=epoch_id,
-            time=time,
-            mac=mac,
-            request_type=pb.RequestType.ValueType(int(request_type)),
-        )
-        if bundle is not None:
-            request.bundle.CopyFrom(
-                pb.BundleRequest(
-                    first_epoch_id=bundle.first_epoch_id,
-                    bundle_days=bundle.bundle_days,
-                    country_code=bundle.country_code,
-                )
-            )
-        response = await self._call("AuthenticateRequest", request)
+        one = AuthRequest(ebid, epoch_id, time, mac, request_type, bundle)
+        response = await self._call("AuthenticateRequest", _auth_message(one))
         assert isinstance(response, pb.AuthenticateRequestResponse)
-        return Authentication(
-            id_a=response.id_a,
-            epoch_id=response.epoch_id,
-            sealed_tuples=response.sealed_tuples if bundle is not None else None,
-        )
+        return _authentication(response, one)
+
+    async def authenticate_many(self, requests: Sequence[AuthRequest]) -> list[Authentication | CryptoError]:
+        """:meth:`authenticate` for a batch in one call: one result per request, same order, each an
+        Authentication or the CryptoError that request alone would have raised. A failure of the call
+        itself (service down, deadline) raises CryptoError for the whole batch."""
+        if not requests:
+            return []
+        request = pb.AuthenticateRequestsRequest(requests=[_auth_message(r) for r in requests])
+        response = await self._call("AuthenticateRequests", request)
+        assert isinstance(response, pb.AuthenticateRequestsResponse)
+        if len(response.results) != len(requests):
+            raise CryptoError(grpc.StatusCode.INTERNAL, "ERROR_REASON_UNSPECIFIED", "result count mismatch")
+        out: list[Authentication | CryptoError] = []
+        for one, result in zip(requests, response.results, strict=True):
+            if result.HasField("ok"):
+                out.append(_authentication(result.ok, one))
+            else:
+                code = getattr(grpc.StatusCode, result.error.code, grpc.StatusCode.UNKNOWN)
+                out.append(CryptoError(code, pb.ErrorReason.Name(result.error.reason), "request refused"))
+        return out
 
     async def delete_identity(self, id_a: bytes) -> bool:
         """Forget a phone's keys; False when there was no such identity."""

@@ -10,6 +10,7 @@ Document::
     push_info              {token, locale, timezone} | absent
     last_status_epoch      int | None   epoch of the last accepted /status
     last_refused_status_epoch int | absent
+    last_status_batch      bytes | absent  which batched accept wrote last_status_epoch (see accept_statuses)
     last_drift             int       phone time minus server time (s) at the last authenticated request
     exposures              {"<epochId>": float}   summed contact scores per exposure epoch
     applied_batches        [str]     ids of contact batches already added (idempotent matching)
@@ -23,7 +24,10 @@ Document::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
@@ -97,6 +101,16 @@ async def get_for_status(db: AsyncDatabase, id_a: bytes) -> dict[str, Any] | Non
     return await collection(db).find_one({"_id": id_a}, STATUS_FIELDS)
 
 
+async def get_many_for_status(db: AsyncDatabase, id_as: Sequence[bytes]) -> list[dict[str, Any] | None]:
+    """:func:`get_for_status` of many registrations in one ``$in`` read: one document (or None) per id_A."""
+    if len(id_as) <= 1:
+        return [await get_for_status(db, id_a) for id_a in id_as]
+    wanted = list(dict.fromkeys(id_as))
+    docs = await collection(db).find({"_id": {"$in": wanted}}, STATUS_FIELDS).to_list()
+    found = {d["_id"]: d for d in docs}
+    return [found.get(id_a) for id_a in id_as]
+
+
 async def record_drift(db: AsyncDatabase, id_a: bytes, drift: int) -> None:
     """Remember the time drift of an authenticated request, also when it is refused (PROTOCOL.md 5)."""
     await collection(db).update_one({"_id": id_a}, {"$set": {"last_drift": drift}})
@@ -125,17 +139,77 @@ async def accept_status(
     one passes the minimum gap. ``notify`` marks the current risk as told to the phone. Returns False
     when another poll won.
     """
-    fields: dict[str, Any] = {"last_status_epoch": epoch_id, "last_drift": drift}
-    if push_info:
-        fields["push_info"] = push_info
-    if notify:
-        fields["notified"] = True
+    fields = _status_fields(epoch_id, drift, push_info, notify)
     result = await collection(db).update_one(
         {"_id": id_a, "last_status_epoch": previous_epoch}, {"$set": fields}
     )
     # matched, not modified: with a gap of 0 a second poll in the same epoch changes nothing, and
     # with a gap > 0 the new epoch always differs, so a concurrent winner makes the filter miss.
     return result.matched_count == 1
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPoll:
+    """The arguments of one :func:`accept_status`, for :func:`accept_statuses`."""
+
+    id_a: bytes
+    previous_epoch: int | None
+    epoch_id: int
+    drift: int
+    push_info: dict[str, Any] | None = None
+    notify: bool = False
+
+
+async def accept_statuses(db: AsyncDatabase, polls: Sequence[StatusPoll]) -> list[bool]:
+    """:func:`accept_status` of many polls: one unordered bulk write, one result per poll, same order.
+
+    Each update carries the same compare-and-set filter as :func:`accept_status`. A bulk write only
+    counts the updates that matched; when some did not (another poll of the phone won), one read of
+    ``last_status_batch``, a random id written by this bulk, tells which applied. Polls of a phone
+    already in the bulk run after it, one by one, so that each sees the write of the one before.
+    """
+    if len(polls) <= 1:
+        return [await _accept_one(db, p) for p in polls]
+    batch_id = os.urandom(8)
+    first: dict[bytes, int] = {}
+    ops = []
+    for k, p in enumerate(polls):
+        if p.id_a in first:
+            continue
+        first[p.id_a] = k
+        fields = _status_fields(p.epoch_id, p.drift, p.push_info, p.notify)
+        fields["last_status_batch"] = batch_id
+        ops.append(UpdateOne({"_id": p.id_a, "last_status_epoch": p.previous_epoch}, {"$set": fields}))
+    result = await collection(db).bulk_write(ops, ordered=False)
+    if result.matched_count == len(ops):
+        applied = set(first)
+    else:  # rare: another poll of some phone was accepted since its registration was read
+        query = {"_id": {"$in": list(first)}, "last_status_batch": batch_id}
+        applied = {d["_id"] for d in await collection(db).find(query, {"_id": 1}).to_list()}
+    out = []
+    for k, p in enumerate(polls):
+        if first[p.id_a] == k:
+            out.append(p.id_a in applied)
+        else:
+            out.append(await _accept_one(db, p))
+    return out
+
+
+async def _accept_one(db: AsyncDatabase, p: StatusPoll) -> bool:
+    return await accept_status(
+        db, p.id_a, p.previous_epoch, p.epoch_id, p.drift, push_info=p.push_info, notify=p.notify
+    )
+
+
+def _status_fields(
+    epoch_id: int, drift: int, push_info: dict[str, Any] | None, notify: bool
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {"last_status_epoch": epoch_id, "last_drift": drift}
+    if push_info:
+        fields["push_info"] = push_info
+    if notify:
+        fields["notified"] = True
+    return fields
 
 
 # --- matching and risk (issue 5) ----------------------------------------------------------------
@@ -180,29 +254,29 @@ async def add_exposures(db: AsyncDatabase, batch_id: str, scores: dict[bytes, di
     return result.modified_count
 
 
-async def apply_batch(
+async def apply_batches(
     db: AsyncDatabase,
-    batch_id: str,
-    updates: list[tuple[dict[str, Any], dict[int, float], dict[str, Any], list[int]]],
+    updates: list[tuple[dict[str, Any], dict[int, float], dict[str, Any], list[int], list[str]]],
 ) -> int:
-    """Add a batch's scores AND write the risk evaluated with them, in one write per registration.
+    """Add contact batches' scores AND write the risk evaluated with them, in one write per registration.
 
-    ``updates``: ``(document read, {epoch_id: score} to add, risk fields to set, epochs to drop)``. Each
-    applies only if the registration is unchanged since it was read (``exposures_version``) and the batch
-    was never applied to it; the caller falls back to :func:`add_exposures` then a fresh evaluation for
-    the others. Returns the number applied. (The fast path: one write per registration instead of two.)
+    ``updates``: ``(document read, {epoch_id: score} to add, risk fields to set, epochs to drop, ids of
+    the batches the scores come from)``. Each applies only if the registration is unchanged since it was
+    read (``exposures_version``) and none of those batches was applied to it before; the caller falls
+    back to :func:`add_exposures` (batch by batch) then a fresh evaluation for the others. Returns the
+    number applied. (The fast path: one write per registration instead of two.)
     """
     ops = []
-    for doc, add, fields, expired in updates:
+    for doc, add, fields, expired, batch_ids in updates:
         update: dict[str, Any] = {
             "$inc": {**{f"exposures.{e}": s for e, s in add.items()}, "exposures_version": 1},
             "$set": {**fields, "risk_pending": False},
-            "$push": {"applied_batches": {"$each": [batch_id], "$slice": -APPLIED_BATCHES_KEPT}},
+            "$push": {"applied_batches": {"$each": batch_ids, "$slice": -APPLIED_BATCHES_KEPT}},
         }
         if expired:
             update["$unset"] = {f"exposures.{e}": "" for e in expired}
         version = doc.get("exposures_version")
-        query = {"_id": doc["_id"], "exposures_version": version, "applied_batches": {"$ne": batch_id}}
+        query = {"_id": doc["_id"], "exposures_version": version, "applied_batches": {"$nin": batch_ids}}
         ops.append(UpdateOne(query, update))
     if not ops:
         return 0
@@ -210,14 +284,27 @@ async def apply_batch(
     return result.modified_count
 
 
+FIND_CHUNK = 100  # ids per $in read: a long $in costs SecantusDB more than linearly (see find_for_risk)
+FINDS_IN_FLIGHT = 4
+
+
 async def find_for_risk(db: AsyncDatabase, id_as: list[bytes]) -> list[dict[str, Any]]:
-    """The risk fields of these registrations (one ``$in`` read)."""
-    return [d async for d in collection(db).find({"_id": {"$in": id_as}}, RISK_FIELDS)]
+    """The risk fields of these registrations: ``$in`` reads of FIND_CHUNK ids, a few at a time."""
+    if len(id_as) <= FIND_CHUNK:
+        return await collection(db).find({"_id": {"$in": id_as}}, RISK_FIELDS).to_list()
+    gate = asyncio.Semaphore(FINDS_IN_FLIGHT)
+
+    async def read(chunk: list[bytes]) -> list[dict[str, Any]]:
+        async with gate:
+            return await collection(db).find({"_id": {"$in": chunk}}, RISK_FIELDS).to_list()
+
+    chunks = [id_as[k : k + FIND_CHUNK] for k in range(0, len(id_as), FIND_CHUNK)]
+    return [doc for docs in await asyncio.gather(*(read(c) for c in chunks)) for doc in docs]
 
 
 async def find_risk_pending(db: AsyncDatabase, limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` registrations whose exposures changed since their last evaluation (indexed)."""
-    return [d async for d in collection(db).find({"risk_pending": True}, RISK_FIELDS).limit(limit)]
+    return await collection(db).find({"risk_pending": True}, RISK_FIELDS).limit(limit).to_list()
 
 
 async def write_risk(
@@ -247,7 +334,7 @@ async def find_kpi_pending(db: AsyncDatabase, limit: int) -> list[dict[str, Any]
     worker dying before it counts leaves the counts here for the next pass (an outbox).
     """
     cursor = collection(db).find({"kpi_pending": True}, {"kpi_run": 1, "kpi_counts": 1}).limit(limit)
-    return [d async for d in cursor]
+    return await cursor.to_list()
 
 
 async def clear_kpi_pending(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> None:
@@ -261,7 +348,7 @@ async def clear_kpi_pending(db: AsyncDatabase, id_as: list[bytes], run_id: str) 
 async def written_by_run(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> set[bytes]:
     """Which of these registrations the risk evaluation ``run_id`` wrote last."""
     cursor = collection(db).find({"_id": {"$in": id_as}, "risk_run": run_id}, {"_id": 1})
-    return {d["_id"] async for d in cursor}
+    return {d["_id"] for d in await cursor.to_list()}
 
 
 async def iter_at_risk(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
@@ -319,3 +406,20 @@ async def drop_exposure_epochs(db: AsyncDatabase, expired: dict[bytes, list[int]
 async def count_at_risk(db: AsyncDatabase) -> int:
     """Registrations at risk now (indexed count; the daily recount of the usersAtRisk gauge)."""
     return await collection(db).count_documents({"at_risk": True})
+
+
+async def count_at_risk_counted(db: AsyncDatabase, counted_runs: list[str] | None) -> int:
+    """Registrations at risk whose ``usersAtRisk`` count is in the gauge, for the daily recount.
+
+    A risk write that put a registration at risk carries its +1 in the KPI outbox (``kpi_pending``) until
+    it is settled; those of runs not yet counted (not in ``counted_runs``) are left out, or a recount
+    made between the write and its settling would count them twice.
+    """
+    return await collection(db).count_documents(
+        {
+            "at_risk": True,
+            "$nor": [
+                {"kpi_pending": True, "kpi_counts.usersAtRisk": 1, "kpi_run": {"$nin": counted_runs or []}}
+            ],
+        }
+    )

@@ -117,6 +117,34 @@ class AuthenticateRequestResponse(_message.Message):
     sealed_tuples: bytes
     def __init__(self, id_a: _Optional[bytes] = ..., epoch_id: _Optional[int] = ..., sealed_tuples: _Optional[bytes] = ...) -> None: ...
 
+class AuthenticateRequestsRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[AuthenticateRequestRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[AuthenticateRequestRequest, _Mapping]]] = ...) -> None: ...
+
+class AuthenticateRequestError(_message.Message):
+    __slots__ = ("code", "reason")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    reason: ErrorReason
+    def __init__(self, code: _Optional[str] = ..., reason: _Optional[_Union[ErrorReason, str]] = ...) -> None: ...
+
+class AuthenticateRequestResult(_message.Message):
+    __slots__ = ("ok", "error")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ok: AuthenticateRequestResponse
+    error: AuthenticateRequestError
+    def __init__(self, ok: _Optional[_Union[AuthenticateRequestResponse, _Mapping]] = ..., error: _Optional[_Union[AuthenticateRequestError, _Mapping]] = ...) -> None: ...
+
+class AuthenticateRequestsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AuthenticateRequestResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[AuthenticateRequestResult, _Mapping]]] = ...) -> None: ...
+
 class DeleteIdentityRequest(_message.Message):
     __slots__ = ("id_a",)
     ID_A_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class CryptoServiceStub:
                 request_serializer=robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestRequest.SerializeToString,
                 response_deserializer=robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestResponse.FromString,
                 _registered_method=True)
+        self.AuthenticateRequests = channel.unary_unary(
+                '/robert.crypto.v1.CryptoService/AuthenticateRequests',
+                request_serializer=robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestsRequest.SerializeToString,
+                response_deserializer=robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestsResponse.FromString,
+                _registered_method=True)
         self.DeleteIdentity = channel.unary_unary(
                 '/robert.crypto.v1.CryptoService/DeleteIdentity',
                 request_serializer=robert__common_dot_rpc_dot_crypto__pb2.DeleteIdentityRequest.SerializeToString,
@@ -73,6 +78,13 @@ class CryptoServiceServicer:
 
     def AuthenticateRequest(self, request, context):
         """/status, /unregister, /deleteExposureHistory: EBID decryption, identity lookup, MAC check.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthenticateRequests(self, request, context):
+        """The same for a batch of requests (the API's micro-batches of /status): one result per request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +123,11 @@ def add_CryptoServiceServicer_to_server(servicer, server):
                     servicer.AuthenticateRequest,
                     request_deserializer=robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestRequest.FromString,
                     response_serializer=robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestResponse.SerializeToString,
+            ),
+            'AuthenticateRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthenticateRequests,
+                    request_deserializer=robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestsRequest.FromString,
+                    response_serializer=robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestsResponse.SerializeToString,
             ),
             'DeleteIdentity': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteIdentity,
@@ -182,6 +199,33 @@ class CryptoService:
             '/robert.crypto.v1.CryptoService/AuthenticateRequest',
             robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestRequest.SerializeToString,
             robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthenticateRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/robert.crypto.v1.CryptoService/AuthenticateRequests',
+            robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestsRequest.SerializeToString,
+            robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

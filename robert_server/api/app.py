@@ -20,7 +20,8 @@ from robert_common.settings import Settings
 from robert_server import registrations
 from robert_server.api import captcha, register, report, status, unregister
 from robert_server.api import clock as clock_api
-from robert_server.api.errors import DB_UNAVAILABLE, make_error_middleware
+from robert_server.api.batching import MicroBatcher
+from robert_server.api.errors import DB_UNAVAILABLE, ApiError, make_error_middleware
 from robert_server.api.metrics import metrics_middleware
 from robert_server.api.services import SERVICES, Services
 from robert_server.captcha import make_captcha
@@ -104,7 +105,12 @@ def create_app(
             await registrations.ensure_indexes(database)
         except DB_UNAVAILABLE:
             log.warning("database unreachable at start: indexes not checked")
-        app[SERVICES] = Services(
+
+        async def status_batch(polls: list[status.Poll]) -> list[status.Accepted | ApiError]:
+            return await status.status_many(svc, polls)
+
+        batch_delay = settings.status_batch_delay_ms / 1000
+        svc = app[SERVICES] = Services(
             settings=settings,
             time=ServiceTime(settings.time_start_date, clock),
             db=database,
@@ -113,10 +119,12 @@ def create_app(
             tokens=TokenSigner.from_settings(settings),
             captcha=captcha_service,
             config=ConfigCache(database),
+            status_batcher=MicroBatcher(status_batch, settings.status_batch_max, batch_delay),
         )
         try:
             yield
         finally:
+            await svc.status_batcher.close()
             await captcha_service.close()
             if crypto is None:
                 await crypto_client.close()

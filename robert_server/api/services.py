@@ -4,7 +4,8 @@
 verifier, the JWT signer, the captcha service and the client config cache: built once by
 ``create_app`` and reached from a handler with ``request.app[SERVICES]``.
 
-:func:`authenticate` is PROTOCOL.md section 5 for /status, /unregister and /deleteExposureHistory.
+:func:`authenticate` is PROTOCOL.md section 5 for /unregister and /deleteExposureHistory; /status does
+the same for a micro-batch of polls (robert_server/api/status.py, through ``status_batcher``).
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from robert_common.clock import ServiceTime
 from robert_common.settings import Settings
 from robert_server import registrations
+from robert_server.api.batching import MicroBatcher
 from robert_server.api.errors import ApiError, bad_request, unavailable
 from robert_server.api.validation import AuthFields
 from robert_server.client_config import ConfigCache
 from robert_server.codes.verifier import CodeVerifier
-from robert_server.crypto_client import Bundle, CryptoClient, CryptoError, RequestType
+from robert_server.crypto_client import Authentication, CryptoClient, CryptoError, RequestType
 from robert_server.tokens import TokenSigner
 
 if TYPE_CHECKING:
+    from robert_server.api.status import Accepted, Poll
     from robert_server.captcha import CaptchaService
 
 log = logging.getLogger("robert.api")
@@ -57,6 +60,8 @@ class Services:
     tokens: TokenSigner
     captcha: CaptchaService
     config: ConfigCache
+    # /status polls gathered into one crypto call and one database round trip each way (status_many)
+    status_batcher: MicroBatcher[Poll, Accepted]
 
 
 SERVICES = web.AppKey("services", Services)
@@ -80,19 +85,19 @@ class Authenticated:
     sealed_tuples: bytes  # empty unless a bundle was asked for
 
 
-async def authenticate(
-    svc: Services, fields: AuthFields, request_type: RequestType, *, with_bundle: bool = False
-) -> Authenticated:
+async def authenticate(svc: Services, fields: AuthFields, request_type: RequestType) -> Authenticated:
     """PROTOCOL.md 5: one crypto call (EBID, id_A, MAC), then the time drift, recorded even when refused."""
-    bundle = None
-    if with_bundle:
-        bundle = Bundle(svc.time.current_epoch(), svc.settings.bundle_days, svc.settings.country_code)
     try:
         result = await svc.crypto.authenticate(
-            fields.ebid, fields.epoch_id, fields.time, fields.mac, request_type, bundle=bundle
+            fields.ebid, fields.epoch_id, fields.time, fields.mac, request_type
         )
     except CryptoError as e:
         raise crypto_failure(e) from None
+    return await check_drift(svc, fields, result)
+
+
+async def check_drift(svc: Services, fields: AuthFields, result: Authentication) -> Authenticated:
+    """PROTOCOL.md 5: the request's time within the tolerance; the drift is recorded even when refused."""
     drift = fields.ntp_time - svc.time.ntp_now()
     if abs(drift) > svc.settings.request_time_tolerance:
         await registrations.record_drift(svc.db, result.id_a, drift)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -13,8 +13,9 @@ from aiohttp import web
 from robert_server import kpis, registrations
 from robert_server.api import validation as v
 from robert_server.api.errors import ApiError, bad_request
-from robert_server.api.services import SERVICES, STATUS, Services, authenticate
+from robert_server.api.services import SERVICES, STATUS, Authenticated, Services, check_drift, crypto_failure
 from robert_server.api.validation import AuthFields
+from robert_server.crypto_client import AuthRequest, Bundle, CryptoError
 
 log = logging.getLogger("robert.api")
 
@@ -22,29 +23,109 @@ RISK_HIGH = 4
 RISK_NONE = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """One /status request waiting for its micro-batch."""
+
+    fields: AuthFields
+    push_info: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A poll that passed: what its answer is made of."""
+
+    id_a: bytes
+    sealed_tuples: bytes
+    reg: dict[str, Any]
+    epoch_id: int
+
+
 async def status(svc: Services, fields: AuthFields, push_info: dict[str, str] | None) -> dict[str, Any]:
     """Authenticate with a bundle, apply the minimum gap between polls, answer the risk."""
-    auth = await authenticate(svc, fields, STATUS, with_bundle=True)
+    polled = await svc.status_batcher.submit(Poll(fields, push_info))
+    at_risk = bool(polled.reg.get("at_risk"))
+    return await _answer(svc, polled.reg, polled.id_a, polled.sealed_tuples, at_risk, polled.epoch_id)
+
+
+async def status_many(svc: Services, polls: list[Poll]) -> list[Accepted | ApiError]:
+    """:func:`status` for a micro-batch of polls: one crypto call (PROTOCOL.md 5, with the bundles), one
+    registration read, one conditional bulk write (the minimum gap, PROTOCOL.md 6). Refusals are rare
+    and written one by one. One result per poll: what to answer, or the error to answer instead."""
     epoch_id = svc.time.current_epoch()
-    reg = await registrations.get_for_status(svc.db, auth.id_a)
-    if reg is None:
-        raise ApiError(404, "unknown registration")
-    previous = reg.get("last_status_epoch")
+    out: list[Accepted | ApiError | None] = [None] * len(polls)
+    auths = await _authenticate_many(svc, polls, epoch_id, out)
+    writes = await _apply_gap(svc, polls, auths, epoch_id, out)
+    accepted = await registrations.accept_statuses(svc.db, [w for _, w in writes.values()])
+    notified = 0
+    for (k, (reg, write)), ok in zip(writes.items(), accepted, strict=True):
+        if ok:
+            out[k] = Accepted(write.id_a, auths[k].sealed_tuples, reg, epoch_id)
+            notified += write.notify
+        else:  # another poll of this phone was accepted meanwhile
+            out[k] = await _too_soon(svc, auths[k], epoch_id)
+    if notified:
+        await kpis.increment(svc.db, svc.time.clock.utcnow().date(), notifiedUsers=notified)
+    done = [r for r in out if r is not None]
+    assert len(done) == len(polls), "every poll has an outcome"
+    return done
+
+
+async def _authenticate_many(
+    svc: Services, polls: list[Poll], epoch_id: int, out: list[Accepted | ApiError | None]
+) -> dict[int, Authenticated]:
+    """The polls that authenticate (by index); the error of each other one goes in ``out``."""
+    bundle = Bundle(epoch_id, svc.settings.bundle_days, svc.settings.country_code)
+    requests = [
+        AuthRequest(f.ebid, f.epoch_id, f.time, f.mac, STATUS, bundle) for f in (p.fields for p in polls)
+    ]
+    try:
+        results = await svc.crypto.authenticate_many(requests)
+    except CryptoError as e:
+        raise crypto_failure(e) from None  # every poll of the batch
+    auths = {}
+    for k, (poll, result) in enumerate(zip(polls, results, strict=True)):
+        try:
+            if isinstance(result, CryptoError):
+                raise crypto_failure(result)
+            auths[k] = await check_drift(svc, poll.fields, result)
+        except ApiError as e:
+            out[k] = e
+    return auths
+
+
+async def _apply_gap(
+    svc: Services,
+    polls: list[Poll],
+    auths: dict[int, Authenticated],
+    epoch_id: int,
+    out: list[Accepted | ApiError | None],
+) -> dict[int, tuple[dict[str, Any], registrations.StatusPoll]]:
+    """Read the registrations; the polls far enough from the previous accepted one, with the write that
+    accepts each (a compare-and-set on ``last_status_epoch``); the others' errors go in ``out``."""
+    regs = await registrations.get_many_for_status(svc.db, [a.id_a for a in auths.values()])
     gap = svc.settings.status_min_epoch_gap
-    if gap and previous is not None and epoch_id - previous < gap:
-        await registrations.record_refused_status(svc.db, auth.id_a, epoch_id, auth.drift)
-        raise bad_request("status requested too soon")
-    at_risk = bool(reg.get("at_risk"))
-    notify = at_risk and not reg.get("notified")
-    accepted = await registrations.accept_status(
-        svc.db, auth.id_a, previous, epoch_id, auth.drift, push_info=push_info, notify=notify
-    )
-    if not accepted:  # another poll of this phone was accepted meanwhile
-        await registrations.record_refused_status(svc.db, auth.id_a, epoch_id, auth.drift)
-        raise bad_request("status requested too soon")
-    if notify:
-        await kpis.increment(svc.db, svc.time.clock.utcnow().date(), notifiedUsers=1)
-    return await _answer(svc, reg, auth.id_a, auth.sealed_tuples, at_risk, epoch_id)
+    writes = {}
+    for (k, auth), reg in zip(auths.items(), regs, strict=True):
+        if reg is None:
+            out[k] = ApiError(404, "unknown registration")
+            continue
+        previous = reg.get("last_status_epoch")
+        if gap and previous is not None and epoch_id - previous < gap:
+            out[k] = await _too_soon(svc, auth, epoch_id)
+            continue
+        notify = bool(reg.get("at_risk")) and not reg.get("notified")
+        push_info = polls[k].push_info
+        writes[k] = (
+            reg,
+            registrations.StatusPoll(auth.id_a, previous, epoch_id, auth.drift, push_info, notify),
+        )
+    return writes
+
+
+async def _too_soon(svc: Services, auth: Authenticated, epoch_id: int) -> ApiError:
+    await registrations.record_refused_status(svc.db, auth.id_a, epoch_id, auth.drift)
+    return bad_request("status requested too soon")
 
 
 def _risk_scoring_ntp(svc: Services, reg: dict[str, Any]) -> int | None:
@@ -73,7 +154,7 @@ async def _answer(
             out["lastRiskScoringDate"] = str(scoring)
         if last_contact:
             # Same exposure, same jti: the declaration service can refuse a second declaration.
-            jti = hashlib.sha256(id_a + str(reg.get("latest_risk_epoch", 0)).encode()).hexdigest()[:32]
+            jti = svc.tokens.declaration_jti(id_a, int(reg.get("latest_risk_epoch") or 0))
             out["declarationToken"] = svc.tokens.declaration_token(
                 now,
                 last_contact_ntp=int(last_contact),

@@ -18,6 +18,7 @@ from crypto_backend.identities import COLLECTION
 from robert_common.clock import EPOCHS_PER_DAY, date_to_ntp
 from robert_common.rpc import crypto_pb2 as pb
 from robert_server.crypto_client import (
+    AuthRequest,
     Bundle,
     ContactStatus,
     ContactToValidate,
@@ -410,3 +411,75 @@ async def test_robert_crypto_command(mongo_uri: str, tmp_path) -> None:
         admin = mongo_client(mongo_uri)
         await admin.drop_database(database)
         await admin.close()
+
+
+# --- AuthenticateRequests: the batch of the API's micro-batches ----------------------------------
+
+
+async def test_batch_authentication_answers_each_request_as_the_unary_call_would(
+    crypto_service: CryptoService,
+) -> None:
+    svc = crypto_service
+    alice, bob = await svc.register_phone(), await svc.register_phone()
+    epoch = svc.epoch_now()
+    t = svc.clock.ntp_now()
+    bundle = Bundle(epoch, svc.settings.bundle_days, svc.settings.country_code)
+
+    def request(phone: Phone, *, salt: int = STATUS, kind=RequestType.STATUS, **kw) -> AuthRequest:
+        ebid, _ = phone.tuple_for(epoch)
+        mac = phone.request_mac(salt, ebid, epoch, t)
+        return AuthRequest(
+            ebid, kw.get("epoch", epoch), t, kw.get("mac", mac), kind, kw.get("bundle", bundle)
+        )
+
+    stranger_ebid = svc.ebid(secrets.token_bytes(5), epoch)
+    far = epoch + 60 * EPOCHS_PER_DAY
+    requests = [
+        request(alice),
+        request(bob, bundle=None),
+        request(alice, mac=bytes(32)),  # bad MAC
+        AuthRequest(stranger_ebid, epoch, t, bytes(32), RequestType.STATUS, bundle),  # unknown id_A
+        request(bob, epoch=epoch - 1),  # EBID of another epoch
+        AuthRequest(stranger_ebid, far, t, bytes(32), RequestType.STATUS),  # no day key
+        AuthRequest(b"\x01" * 7, epoch, t, bytes(32), RequestType.STATUS),  # bad argument
+        request(bob, salt=UNREGISTER, kind=RequestType.UNREGISTER),
+        request(alice),  # the same phone twice in one batch
+    ]
+    results = await svc.client.authenticate_many(requests)
+    assert len(results) == len(requests)
+    ok = [r for r in results if not isinstance(r, CryptoError)]
+    assert [r.id_a for r in ok] == [alice.id_a, bob.id_a, bob.id_a, alice.id_a]
+    assert all(r.epoch_id == epoch for r in ok)
+    first = results[0]
+    assert not isinstance(first, CryptoError) and first.sealed_tuples is not None
+    alice.open_bundle(first.sealed_tuples)  # a real bundle, under Alice's K_A,tuples
+    _check_bundle(svc, alice, epoch, svc.settings.bundle_days)
+    assert not isinstance(results[1], CryptoError) and results[1].sealed_tuples is None
+    errors = {k: (r.code, r.reason) for k, r in enumerate(results) if isinstance(r, CryptoError)}
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    assert errors == {
+        2: (denied, "INVALID_MAC"),
+        3: (grpc.StatusCode.NOT_FOUND, "UNKNOWN_IDENTITY"),
+        4: (denied, "EPOCH_MISMATCH"),
+        5: (grpc.StatusCode.FAILED_PRECONDITION, "NO_KEY_FOR_DAY"),
+        6: (grpc.StatusCode.INVALID_ARGUMENT, "BAD_ARGUMENT"),
+    }
+    for k, error in errors.items():  # the same answer as the unary call, request by request
+        r = requests[k]
+        unary = svc.client.authenticate(r.ebid, r.epoch_id, r.time, r.mac, r.request_type, bundle=r.bundle)
+        await _expect(unary, *error)
+    assert await svc.client.authenticate_many([]) == []
+
+
+async def test_batch_authentication_fails_as_a_whole_when_the_service_is_down(
+    crypto_service: CryptoService,
+) -> None:
+    svc = crypto_service
+    phone = await svc.register_phone()
+    epoch, t = svc.epoch_now(), svc.clock.ntp_now()
+    ebid, _ = phone.tuple_for(epoch)
+    one = AuthRequest(ebid, epoch, t, phone.request_mac(STATUS, ebid, epoch, t), RequestType.STATUS)
+    await svc.server.stop(None)
+    with pytest.raises(CryptoError) as info:
+        await svc.client.authenticate_many([one, one])
+    assert info.value.unavailable

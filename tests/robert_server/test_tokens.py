@@ -55,3 +55,33 @@ def test_a_configured_key_file_must_exist_and_be_p256(tmp_path) -> None:
     bad.write_text("not a key")
     with pytest.raises(TokenKeyError):
         TokenSigner.from_settings(load_settings(data_dir=tmp_path, report_token_key_file=bad))
+
+
+def test_tokens_are_the_compact_jws_pyjwt_writes(tmp_path) -> None:
+    """Assembled by hand for speed: same header and claims segments as jwt.encode, a valid signature."""
+    signer = TokenSigner.from_settings(load_settings(data_dir=tmp_path))
+    token = signer.declaration_token(
+        NOW, last_contact_ntp=3_926_000_000, notification_ntp=3_926_100_000, jti="j"
+    )
+    key = signer.keys["declaration"]
+    claims = jwt.decode(token, key.public_pem, algorithms=["ES256"], options={"verify_exp": False})
+    reference = jwt.encode(claims, key.private_key, algorithm="ES256", headers={"kid": key.kid})
+    assert token.split(".")[:2] == reference.split(".")[:2]
+    assert len(token.split(".")[2]) == 86  # r | s, 64 bytes, base64url without padding
+    jtis = {
+        jwt.decode(signer.analytics_token(NOW), options={"verify_signature": False})["jti"] for _ in range(3)
+    }
+    assert len(jtis) == 3 and all(len(j) == 32 and int(j, 16) >= 0 for j in jtis)
+
+
+def test_declaration_jti_is_stable_per_exposure_and_keyed(tmp_path) -> None:
+    from robert_common.settings import load_settings
+    from robert_server.tokens import TokenSigner
+
+    a = TokenSigner.from_settings(load_settings(data_dir=tmp_path / "a"))
+    b = TokenSigner.from_settings(load_settings(data_dir=tmp_path / "b"))
+    id_a = bytes.fromhex("ead5af9535")
+    assert a.declaration_jti(id_a, 5239) == a.declaration_jti(id_a, 5239)  # one exposure, one jti
+    assert a.declaration_jti(id_a, 5239) != a.declaration_jti(id_a, 5240)
+    assert a.declaration_jti(id_a, 5239) != b.declaration_jti(id_a, 5239)  # keyed by the server's key
+    assert len(a.declaration_jti(id_a, 5239)) == 32

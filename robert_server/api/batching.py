@@ -1,0 +1,140 @@
+"""Micro-batching: gather concurrent calls of one operation into one call for many items.
+
+At thousands of /status polls a second, the fixed cost of each gRPC call and of each database round trip
+dominates the CPU of the API. :class:`MicroBatcher` lets each request ``await batcher.submit(item)`` as if
+it were alone, while one call ``fn(items)`` serves every request that arrived within ``max_delay`` seconds
+(or as soon as ``max_batch`` are waiting). Under load, while ``max_in_flight`` batches are running, a
+partial batch keeps gathering until one returns (group commit): batches grow with the load and the
+latency of ``fn``, while a lone request on an idle server waits ``max_delay`` at most::
+
+    batcher = MicroBatcher(read_many, max_batch=50, max_delay=0.001)
+    doc = await batcher.submit(id_a)     # from many concurrent handlers
+    ...
+    await batcher.close()                # in the app's cleanup_ctx
+
+``fn`` answers one result per item, in order; a result that is an exception is raised to that item's
+caller only, an exception raised by ``fn`` itself to every caller of the batch. A caller cancelled while
+it waits (e.g. its request deadline) does not disturb the others. ``max_delay`` 0 (or ``max_batch`` 1)
+disables batching: each submit calls ``fn([item])`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+BatchFn = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+class BatcherClosed(RuntimeError):
+    """submit() after close()."""
+
+
+class MicroBatcher(Generic[T, R]):
+    """Gather concurrent :meth:`submit` calls into batches of at most ``max_batch`` items, each waiting at
+    most ``max_delay`` seconds for others to join; one ``fn(items)`` call per batch."""
+
+    def __init__(
+        self, fn: BatchFn[T, R], max_batch: int, max_delay: float, *, max_in_flight: int = 1
+    ) -> None:
+        if max_batch < 1 or max_delay < 0 or max_in_flight < 1:
+            raise ValueError("max_batch and max_in_flight must be >= 1, max_delay >= 0")
+        self.fn = fn
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self.max_in_flight = max_in_flight
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = False  # max_delay is over for the pending items: flush as soon as a batch slot frees
+        self._running: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch > 1 and self.max_delay > 0
+
+    async def submit(self, item: T) -> R:
+        """The result of ``item`` (or its exception), computed in a batch with concurrent submits."""
+        if self._closed:
+            raise BatcherClosed("batcher closed")
+        if not self.enabled:
+            return _unwrap(_one(await self.fn([item])))
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if len(self._pending) >= self.max_batch:
+            self._flush()
+        elif self._timer is None and not self._due:
+            self._timer = asyncio.get_running_loop().call_later(self.max_delay, self._delay_over)
+        return await future  # cancelling the caller cancels only its future
+
+    def _delay_over(self) -> None:
+        self._timer = None
+        if len(self._running) < self.max_in_flight:
+            self._flush()
+        else:  # under load: keep gathering until a batch in flight returns
+            self._due = True
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._due:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due = False
+        batch = [(item, f) for item, f in self._pending[: self.max_batch] if not f.done()]
+        self._pending = self._pending[self.max_batch :]
+        if self._pending:  # more than one batch was waiting (only after a full batch was held back)
+            self._due = True
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._batch_done)
+
+    async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self.fn([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items")
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as e:  # noqa: BLE001 - delivered to every caller of the batch
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # its caller gave up meanwhile
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def close(self) -> None:
+        """Refuse new items, run the ones waiting, and wait for the batches in flight."""
+        self._closed = True
+        while self._pending or self._running:
+            if self._pending:
+                self._flush()
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _one(results: Sequence[R | BaseException]) -> R | BaseException:
+    if len(results) != 1:
+        raise RuntimeError(f"batch function returned {len(results)} results for 1 item")
+    return results[0]
+
+
+def _unwrap(result: R | BaseException) -> R:
+    if isinstance(result, BaseException):
+        raise result
+    return result
