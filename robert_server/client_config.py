@@ -7,6 +7,7 @@ The API reads it through :class:`ConfigCache`, at most once every few seconds, n
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -42,13 +43,30 @@ class ConfigCache:
         self._ttl = ttl
         self._value: list[dict[str, Any]] = []
         self._read_at = float("-inf")
+        self._reading: asyncio.Future[list[dict[str, Any]]] | None = None
+        self._generation = 0  # bumped by invalidate: a read begun before does not count
 
     async def get(self) -> list[dict[str, Any]]:
         now = time.monotonic()
-        if now - self._read_at >= self._ttl:
-            self._value = await list_all(self._db)
-            self._read_at = now
-        return self._value
+        if now - self._read_at < self._ttl:
+            return self._value
+        # One read when the value expires, shared by every poll that comes meanwhile (not one each);
+        # shielded: a caller cancelled by its deadline does not cancel the others' read.
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read(now, self._generation))
+        return await asyncio.shield(self._reading)
+
+    async def _read(self, now: float, generation: int) -> list[dict[str, Any]]:
+        try:
+            value = await list_all(self._db)
+        finally:
+            if generation == self._generation:
+                self._reading = None
+        if generation == self._generation:
+            self._value, self._read_at = value, now
+        return value
 
     def invalidate(self) -> None:
         self._read_at = float("-inf")
+        self._reading = None
+        self._generation += 1

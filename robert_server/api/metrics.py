@@ -18,6 +18,17 @@ LATENCY = Histogram(
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# The labelled series of each (endpoint, status): looked up once, not at every request (``labels``
+# takes a lock and checks its arguments each time). Bounded: endpoints are route names.
+_series: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+
+def _series_of(name: str, status: int) -> tuple[Counter, Histogram]:
+    series = _series.get((name, status))
+    if series is None:
+        series = _series[name, status] = (REQUESTS.labels(name, str(status)), LATENCY.labels(name))
+    return series
+
 
 def endpoint_name(request: web.Request) -> str:
     """The route's name (never the raw path: ids in paths would explode the label set)."""
@@ -37,6 +48,6 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = e.status
         raise
     finally:
-        name = endpoint_name(request)
-        REQUESTS.labels(name, str(status)).inc()
-        LATENCY.labels(name).observe(time.perf_counter() - started)
+        requests, latency = _series_of(endpoint_name(request), status)
+        requests.inc()
+        latency.observe(time.perf_counter() - started)

@@ -121,6 +121,24 @@ async def test_oversize_body_is_413(api_server, http, path, size) -> None:
     assert_short_json_error(raw)
 
 
+async def _chunked(data: bytes):
+    for k in range(0, len(data), 1024):
+        yield data[k : k + 1024]
+
+
+@pytest.mark.parametrize(("size", "status"), [(9 * 1024, 413), (10, 400)])
+async def test_chunked_body_is_measured_as_it_arrives(api_server, http, size, status) -> None:
+    # No Content-Length: the body limit is enforced while reading (400: a small body, no fields).
+    data = b'{"pad": "' + b"x" * size + b'"}'
+    async with http.post(
+        f"{api_server.base_url}/api/v6/status",
+        data=_chunked(data),
+        headers={"Content-Type": "application/json"},
+    ) as r:
+        assert r.status == status
+        assert_short_json_error(await r.read())
+
+
 @pytest.mark.api_settings(report_max_body_bytes=4096)
 async def test_oversize_report_is_413_and_keeps_the_code(api_server, http) -> None:
     api_server.verifier.add("CODE01")
