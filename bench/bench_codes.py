@@ -7,16 +7,14 @@ Sizes: ROBERT_BENCH_CODES_LOT (default 10 000), ROBERT_BENCH_CODES_VERIFY (defau
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterator
 
 import grpc
 
 from robert_common.clock import Clock
-from robert_common.mongo import EmbeddedMongo, mongo_client
+from robert_common.mongo import database_uri, mongo_client
 from robert_common.rpc import codes_pb2 as pb
 from robert_common.rpc import codes_pb2_grpc
 from robert_common.settings import load_settings
@@ -26,16 +24,6 @@ from robert_server.codes.server import start_server
 LOT = int(os.environ.get("ROBERT_BENCH_CODES_LOT", "10000"))
 VERIFY = int(os.environ.get("ROBERT_BENCH_CODES_VERIFY", "500"))
 CONCURRENCY = 16
-
-
-@contextlib.contextmanager
-def database_uri() -> Iterator[str]:
-    uri = os.environ.get("ROBERT_MONGODB_URI")
-    if uri:
-        yield uri
-        return
-    with EmbeddedMongo(None) as server:
-        yield server.uri
 
 
 async def run(uri: str) -> None:

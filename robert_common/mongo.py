@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -156,3 +156,15 @@ async def open_database(
         yield client[name or settings.mongodb_database]
     finally:
         await client.close()
+
+
+@contextlib.contextmanager
+def database_uri() -> Iterator[str]:
+    """ROBERT_MONGODB_URI when set, else an in-memory embedded server for as long as the block runs
+    (what the test suite and the benchmarks use)."""
+    uri = os.environ.get("ROBERT_MONGODB_URI")
+    if uri:
+        yield uri
+        return
+    with EmbeddedMongo(None) as server:
+        yield server.uri

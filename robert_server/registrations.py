@@ -351,16 +351,21 @@ async def written_by_run(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> 
     return {d["_id"] for d in await cursor.to_list()}
 
 
-async def iter_at_risk(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every at-risk registration (indexed), ``batch`` at a time: for the daily reset of the flag."""
+async def _pages(cursor: Any, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
+    """The documents of ``cursor``, ``batch`` at a time."""
     page: list[dict[str, Any]] = []
-    async for doc in collection(db).find({"at_risk": True}, {"last_contact_ntp": 1}):
+    async for doc in cursor:
         page.append(doc)
         if len(page) == batch:
             yield page
             page = []
     if page:
         yield page
+
+
+def iter_at_risk(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every at-risk registration (indexed), ``batch`` at a time: for the daily reset of the flag."""
+    return _pages(collection(db).find({"at_risk": True}, {"last_contact_ntp": 1}), batch)
 
 
 async def clear_risks(db: AsyncDatabase, docs: list[dict[str, Any]]) -> int:
@@ -378,16 +383,9 @@ async def clear_risks(db: AsyncDatabase, docs: list[dict[str, Any]]) -> int:
     return result.modified_count
 
 
-async def iter_exposed(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
+def iter_exposed(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
     """Every registration with exposures, ``batch`` at a time: for the daily purge (a scan, once a day)."""
-    page: list[dict[str, Any]] = []
-    async for doc in collection(db).find({"exposures": {"$ne": {}}}, {"exposures": 1}):
-        page.append(doc)
-        if len(page) == batch:
-            yield page
-            page = []
-    if page:
-        yield page
+    return _pages(collection(db).find({"exposures": {"$ne": {}}}, {"exposures": 1}), batch)
 
 
 async def drop_exposure_epochs(db: AsyncDatabase, expired: dict[bytes, list[int]]) -> int:

@@ -6,14 +6,13 @@ With ROBERT_MONGODB_URI set the tests use that server; otherwise they start the 
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from robert_common.mongo import EmbeddedMongo, mongo_client
+from robert_common.mongo import database_uri, mongo_client
 
 # Fixtures each component offers to the others' tests (one module per component).
 pytest_plugins = ["tests.fixtures.crypto", "tests.fixtures.api", "tests.fixtures.codes"]
@@ -21,12 +20,8 @@ pytest_plugins = ["tests.fixtures.crypto", "tests.fixtures.api", "tests.fixtures
 
 @pytest.fixture(scope="session")
 def mongo_uri() -> Iterator[str]:
-    uri = os.environ.get("ROBERT_MONGODB_URI")
-    if uri:
+    with database_uri() as uri:
         yield uri
-        return
-    with EmbeddedMongo(None) as server:
-        yield server.uri
 
 
 @pytest.fixture
