@@ -21,6 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.procs import cpu_seconds
 from crypto_backend import protocol
 from crypto_backend.keystore import FileKeyStore
 from robert_common.clock import Clock, ServiceTime
@@ -32,12 +33,6 @@ CONCURRENCY = 16
 REGISTRATIONS = 1000  # also the phones of the ValidateContacts batch
 STATUS_CALLS = 2000
 HELLOS_PER_CONTACT = 100
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
 async def _run(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> float:
@@ -84,9 +79,9 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
 
         return call
 
-    cpu0 = _cpu_seconds(pid)
+    cpu0 = cpu_seconds(pid)
     wall = await _run([register(i) for i in range(REGISTRATIONS)], CONCURRENCY)
-    cpu = _cpu_seconds(pid) - cpu0
+    cpu = cpu_seconds(pid) - cpu0
     print(
         f"CreateRegistration: {REGISTRATIONS / wall:8.0f} /s  (4-day bundle, {CONCURRENCY} in flight), "
         f"server CPU {1000 * cpu / REGISTRATIONS:.2f} ms/call"
@@ -109,9 +104,9 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
         ebid, mac = requests[i]
         return lambda: client.authenticate(ebid, epoch, t, mac, RequestType.STATUS, bundle=bundle)
 
-    cpu0 = _cpu_seconds(pid)
+    cpu0 = cpu_seconds(pid)
     wall = await _run([status(i) for i in range(STATUS_CALLS)], CONCURRENCY)
-    cpu = _cpu_seconds(pid) - cpu0
+    cpu = cpu_seconds(pid) - cpu0
     print(
         f"AuthenticateRequest+bundle: {STATUS_CALLS / wall:8.0f} /s  ({CONCURRENCY} in flight), "
         f"server CPU {1000 * cpu / STATUS_CALLS:.2f} ms/call (identity read included)"
@@ -130,11 +125,11 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
     hellos = REGISTRATIONS * HELLOS_PER_CONTACT
     best = float("inf")
     for _ in range(3):
-        cpu0 = _cpu_seconds(pid)
+        cpu0 = cpu_seconds(pid)
         started = time.perf_counter()
         results = await client.validate_contacts(contacts)
         wall = time.perf_counter() - started
-        cpu = _cpu_seconds(pid) - cpu0
+        cpu = cpu_seconds(pid) - cpu0
         best = min(best, wall)
     valid = sum(int(r.valid_hellos.sum()) for r in results)
     assert valid == hellos, f"only {valid} of {hellos} HELLOs valid"

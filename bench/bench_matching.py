@@ -27,17 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.procs import cpu_seconds
+
 CONTACTS = 1_000
 HELLOS = 100
 COUNTRY = 0x21
 PASSPHRASE = "bench passphrase"  # noqa: S105
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def free_port() -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.procs import cpu_seconds
 from robert_common.clock import Clock
 from robert_common.mongo import EmbeddedMongo, free_port
 from robert_server.crypto_client import CryptoClient
@@ -32,14 +33,6 @@ from simulator.phone import Phone
 PHONES = int(os.environ.get("BENCH_PHONES", "200"))
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds (fields 14 and 15 of /proc/<pid>/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path, profile: str = "") -> subprocess.Popen[bytes]:
