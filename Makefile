@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run test test-fast bench lint proto clean
+.PHONY: install test-deps run test test-fast bench lint proto clean
 
 install: $(STAMP)
 
@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml setup.py crypto_backend/protocol/_skinny.c
 run: install            ## start the whole system on the embedded defaults
 	$(VENV)/bin/robert up
 
-test: install           ## the whole test suite
+test-deps:              ## system and node packages the tests need (browser, HSM...)
+	scripts/test-deps
+
+test: install test-deps ## the whole test suite
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-test-fast: install      ## everything but the slow end-to-end and load tests
+test-fast: install test-deps     ## everything but the slow end-to-end and load tests
 	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: install          ## benchmarks: print figures, assert nothing
