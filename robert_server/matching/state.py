@@ -1,0 +1,51 @@
+"""The ``matching_state`` collection: the claim of the daily matching job. The one place that touches it.
+
+Workers on many machines share the daily job (:mod:`.daily`) through one document, claimed with a
+conditional update (a lease) so that one worker runs it a day, and a worker that dies while running it
+leaves it to be taken up again when its lease ends.
+
+Document::
+
+    _id           "daily"
+    done_day      str | None   ISO date of the last day whose job finished (service clock)
+    lease_until   datetime     a finished or never-claimed job has a lease in the past
+    owner         str          the worker that claimed it last
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+COLLECTION = "matching_state"
+DAILY = "daily"
+UNCLAIMED = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def collection(db: AsyncDatabase) -> AsyncCollection:
+    return db[COLLECTION]
+
+
+async def claim_daily(
+    db: AsyncDatabase, today: dt.date, now: dt.datetime, lease_seconds: float, owner: str
+) -> bool:
+    """Claim today's daily job unless it is done today or another worker's lease on it still runs."""
+    try:  # the document must exist for the conditional update below to have something to match
+        await collection(db).insert_one({"_id": DAILY, "done_day": None, "lease_until": UNCLAIMED})
+    except DuplicateKeyError:
+        pass
+    result = await collection(db).update_one(
+        {"_id": DAILY, "done_day": {"$ne": today.isoformat()}, "lease_until": {"$lt": now}},
+        {"$set": {"lease_until": now + dt.timedelta(seconds=lease_seconds), "owner": owner}},
+    )
+    return result.modified_count == 1
+
+
+async def finish_daily(db: AsyncDatabase, today: dt.date) -> None:
+    """Today's job is done: no other worker claims it again today; the lease is released."""
+    await collection(db).update_one(
+        {"_id": DAILY}, {"$set": {"done_day": today.isoformat(), "lease_until": UNCLAIMED}}
+    )
