@@ -2,6 +2,10 @@
 
 With ROBERT_MONGODB_URI set the tests use that server; otherwise they start the embedded SecantusDB
 (in memory) and stop it at the end of the session.
+
+Every test that reaches the database (any fixture built on ``mongo_uri``: ``db``, ``crypto_service``,
+``api_server``, ``code_issuer``...) or is ``slow`` (starts processes) is marked ``integration`` here, so
+``pytest -m "not integration"`` is the fast unit run.
 """
 
 from __future__ import annotations
@@ -16,6 +20,13 @@ from robert_common.mongo import database_uri, mongo_client
 
 # Fixtures each component offers to the others' tests (one module per component).
 pytest_plugins = ["tests.fixtures.crypto", "tests.fixtures.api", "tests.fixtures.codes"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses_database = "mongo_uri" in getattr(item, "fixturenames", ())
+        if uses_database or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from robert_server.codes.server import start_server
 from robert_server.codes.verifier import StoredCodeVerifier
 from robert_server.matching.worker import MatchingConfig, Worker
 from simulator.backend import GrpcIssuer
-from simulator.report import print_report, timeline_png
+from simulator.report import print_report
 from simulator.runner import Backend, ManualTime, Runner, RunOptions, next_utc_midnight
 from simulator.scenario import load_scenario
 from tests.fixtures.codes import CODES_PEPPER
@@ -66,7 +66,7 @@ async def test_small_scenario_notifies_exactly_the_exposed(api_server: Any, tmp_
     assert out["bob"].notified_at is not None and out["bob"].notified_at > scenario.diagnoses[0].at
     c = result.confusion()
     assert (c.tp, c.fp, c.fn, c.tn) == (1, 0, 0, 3)
-    # the report and the plot are produced from the same result
+    # the report is produced from the same result (its timeline picture: test_report.py)
     from io import StringIO
 
     from rich.console import Console
@@ -75,6 +75,3 @@ async def test_small_scenario_notifies_exactly_the_exposed(api_server: Any, tmp_
     print_report(result, Console(file=text, width=140))
     print(text.getvalue())
     assert "TP" in text.getvalue() and "bob" in text.getvalue()
-    png = tmp_path / "timeline.png"
-    timeline_png(result, png)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
