@@ -8,13 +8,21 @@ import json
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crypto_backend import protocol as p
+from crypto_backend.protocol import _pure
 from tests.crypto_backend.vectors import ProtocolCase, protocol_cases
 
+# Every test here runs on both backends (tests/crypto_backend/conftest.py).
+pytestmark = pytest.mark.usefixtures("protocol_backend")
+
 CASES = protocol_cases()
+# The backend fixture is the same for every example of a test: hypothesis may share it.
+examples = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 SALTS = {
     "status": p.SALT_STATUS,
     "unregister": p.SALT_UNREGISTER,
@@ -129,7 +137,7 @@ id_as = st.binary(min_size=5, max_size=5)
 epochs = st.integers(min_value=0, max_value=(1 << 24) - 1)
 
 
-@settings(max_examples=25, deadline=None)
+@examples
 @given(k_s=key24, id_a=id_as, epoch_ids=st.lists(epochs, max_size=12))
 def test_bulk_ebids_equal_single(k_s: bytes, id_a: bytes, epoch_ids: list[int]) -> None:
     ebids = p.encrypt_ebids(k_s, epoch_ids, id_a)
@@ -137,7 +145,7 @@ def test_bulk_ebids_equal_single(k_s: bytes, id_a: bytes, epoch_ids: list[int]) 
     assert p.decrypt_ebids(k_s, ebids) == [(e, id_a) for e in epoch_ids]
 
 
-@settings(max_examples=25, deadline=None)
+@examples
 @given(k_s=key24, id_a=id_as, first=epochs, count=st.integers(min_value=0, max_value=20))
 def test_packed_ebids_equal_single(k_s: bytes, id_a: bytes, first: int, count: int) -> None:
     packed = p.encrypt_ebids_packed(k_s, first, count, id_a)
@@ -146,7 +154,7 @@ def test_packed_ebids_equal_single(k_s: bytes, id_a: bytes, first: int, count: i
     assert p.decrypt_ebids_packed(k_s, packed) == expected
 
 
-@settings(max_examples=25, deadline=None)
+@examples
 @given(k_g=key32, ebids=st.lists(st.binary(min_size=8, max_size=8), max_size=10), cc=st.integers(0, 255))
 def test_bulk_country_codes_equal_single(k_g: bytes, ebids: list[bytes], cc: int) -> None:
     eccs = p.encrypt_country_codes(k_g, b"".join(ebids), cc)
@@ -155,7 +163,7 @@ def test_bulk_country_codes_equal_single(k_g: bytes, ebids: list[bytes], cc: int
     assert [p.country_code(k_g, e, eccs[i : i + 1]) for i, e in enumerate(ebids)] == [cc] * len(ebids)
 
 
-@settings(max_examples=25, deadline=None)
+@examples
 @given(
     k_mac=key32,
     ebid=st.binary(min_size=8, max_size=8),
@@ -173,13 +181,13 @@ def test_batch_hello_verification_equals_single(
     ]
 
 
-@settings(max_examples=25, deadline=None)
+@examples
 @given(first=st.integers(0, (1 << 32) - 400), n=st.integers(0, 20), data=st.data())
-def test_native_tuples_json_equals_reference(first: int, n: int, data) -> None:
+def test_tuples_json_equals_the_pure_formatter_and_parses(first: int, n: int, data) -> None:
     ebids = data.draw(st.binary(min_size=8 * n, max_size=8 * n))
     eccs = data.draw(st.binary(min_size=n, max_size=n))
     out = p.tuples_json(first, ebids, eccs)
-    assert out == p._tuples_json_reference(first, ebids, eccs)
+    assert out == _pure.tuples_json(first, ebids, eccs)
     assert json.loads(out) == [
         {
             "epochId": first + i,
@@ -192,15 +200,7 @@ def test_native_tuples_json_equals_reference(first: int, n: int, data) -> None:
     ]
 
 
-def test_pure_python_fallback_gives_the_same_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
-    c = CASES[0]
-    days = {d: bytes([d % 256]) * 24 for d in range(50, 60)}
-    native = p.build_bundle(days, c.k_g, c.id_a, 50 * 96 + 17, 3, 0x21)
-    monkeypatch.setattr(p, "NATIVE", False)
-    assert p.build_bundle(days, c.k_g, c.id_a, 50 * 96 + 17, 3, 0x21) == native
-
-
-@settings(max_examples=25, deadline=None)
+@examples
 @given(k_tuples=key32, plain=st.binary(max_size=2000))
 def test_seal_open_round_trip(k_tuples: bytes, plain: bytes) -> None:
     sealed = p.seal_tuples(k_tuples, plain)

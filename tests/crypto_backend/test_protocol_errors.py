@@ -12,6 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from crypto_backend import protocol as p
 from tests.crypto_backend.vectors import protocol_cases
 
+# Every test here runs on both backends (tests/crypto_backend/conftest.py): same errors, same messages.
+pytestmark = pytest.mark.usefixtures("protocol_backend")
+
 C = protocol_cases()[0]
 SERVER_KEY = serialization.load_der_private_key(C.server_private_pkcs8, None)
 SPKI = serialization.PublicFormat.SubjectPublicKeyInfo

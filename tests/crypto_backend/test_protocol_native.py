@@ -1,5 +1,6 @@
-"""The native helpers behind the protocol operations: HMAC-SHA256 (portable and SHA-NI), batch HELLO checks,
-the tuples JSON formatter and the AES input padding, each against the standard library."""
+"""The kernels behind the protocol operations: the native ones (HMAC-SHA256 portable and SHA-NI, batch HELLO
+checks, the tuples JSON formatter, the AES input padding) against the standard library, and the pure-Python
+ones (``_pure.py``) against the native ones, bytes and errors alike."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto_backend import protocol as p
+from crypto_backend.protocol import _pure as pure
 from crypto_backend.protocol import _skinny as native
 from tests.crypto_backend.vectors import protocol_cases
 
@@ -73,6 +75,7 @@ def test_batch_hello_check_refuses_ragged_input() -> None:
         native.verify_hello_macs(bytes(32), bytes(9), 5, [bytes(5)])
 
 
+@pytest.mark.usefixtures("protocol_backend")
 def test_verify_hello_macs_takes_mixed_times_and_bad_macs() -> None:
     c = protocol_cases()[0]
     t = int.from_bytes(c.hello_time16, "big")
@@ -82,15 +85,75 @@ def test_verify_hello_macs_takes_mixed_times_and_bad_macs() -> None:
     assert p.verify_hello_macs(c.k_mac, c.ecc, c.ebid, [], []) == []
 
 
-def test_pure_python_hello_path_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pure_python_hello_path_agrees() -> None:
     c = protocol_cases()[1]
     times = [c.hello_time16, bytes(2), int.from_bytes(c.hello_time16, "big")]
     macs = [c.hello_mac, c.hello_mac, c.hello_mac]
     expected = p.verify_hello_macs(c.k_mac, c.ecc, c.ebid, times, macs)
-    monkeypatch.setattr(p, "NATIVE", False)
-    monkeypatch.setattr(p, "_hmac_sha256", p._hmac_sha256_reference)
-    assert p.verify_hello_macs(c.k_mac, c.ecc, c.ebid, times, macs) == expected == [True, False, True]
-    assert p.hello_mac(c.k_mac, c.ecc, c.ebid, c.hello_time16) == c.hello_mac
+    with p.use_backend(p.PURE_BACKEND):
+        assert p.verify_hello_macs(c.k_mac, c.ecc, c.ebid, times, macs) == expected == [True, False, True]
+        assert p.hello_mac(c.k_mac, c.ecc, c.ebid, c.hello_time16) == c.hello_mac
+
+
+# --- the pure kernels keep the native kernels' contract -------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    k_mac=st.binary(min_size=32, max_size=32),
+    head=st.binary(min_size=9, max_size=9),
+    times=st.lists(st.integers(0, 1 << 40) | st.binary(min_size=2, max_size=2), max_size=6),
+    data=st.data(),
+)
+def test_pure_hello_kernels_equal_the_native_ones(k_mac: bytes, head: bytes, times: list, data) -> None:
+    ecc, ebid = head[:1], head[1:]
+    macs = [data.draw(st.binary(min_size=4, max_size=6)) for _ in times]
+    assert pure.verify_hello_macs(k_mac, head, times, macs) == native.verify_hello_macs(
+        k_mac, head, times, macs
+    )
+    for t, mac in zip(times, macs, strict=True):
+        t2 = t if isinstance(t, bytes) else (t & 0xFFFF).to_bytes(2, "big")
+        assert pure.hello_mac(k_mac, ecc, ebid, t2) == native.hello_mac(k_mac, ecc, ebid, t2)
+        assert pure.verify_hello_mac(k_mac, ecc, ebid, t2, mac) == native.verify_hello_mac(
+            k_mac, ecc, ebid, t2, mac
+        )
+
+
+@settings(max_examples=30, deadline=None)
+@given(key=st.binary(max_size=64), msg=st.binary(max_size=55), n=st.integers(0, 12), data=st.data())
+def test_pure_kernels_equal_the_native_ones(key: bytes, msg: bytes, n: int, data) -> None:
+    assert pure.hmac_sha256(key, msg) == native.hmac_sha256(key, msg)
+    ebids = data.draw(st.binary(min_size=8 * n, max_size=8 * n))
+    eccs = data.draw(st.binary(min_size=n, max_size=n))
+    assert pure.pad16(ebids) == native.pad16(ebids)
+    first = data.draw(st.integers(0, 1 << 32))
+    assert pure.tuples_json(first, ebids, eccs) == native.tuples_json(first, ebids, eccs)
+
+
+KERNEL_REFUSALS = {
+    "hello short key": ("hello_mac", (bytes(31), b"x", bytes(8), bytes(2))),
+    "hello int time": ("hello_mac", (bytes(32), b"x", bytes(8), 5)),
+    "verify short ebid": ("verify_hello_mac", (bytes(32), b"x", bytes(7), bytes(2), bytes(5))),
+    "verify mac not bytes": ("verify_hello_mac", (bytes(32), b"x", bytes(8), bytes(2), None)),
+    "batch ragged": ("verify_hello_macs", (bytes(32), bytes(9), [1, 2], [bytes(5)])),
+    "batch short head": ("verify_hello_macs", (bytes(32), bytes(8), [1], [bytes(5)])),
+    "batch 3-byte time": ("verify_hello_macs", (bytes(32), bytes(9), [b"abc"], [bytes(5)])),
+    "batch float time": ("verify_hello_macs", (bytes(32), bytes(9), [1.0], [bytes(5)])),
+    "batch bool time": ("verify_hello_macs", (bytes(32), bytes(9), [True], [bytes(5)])),
+    "batch not a sequence": ("verify_hello_macs", (bytes(32), bytes(9), 5, [bytes(5)])),
+    "pad16 ragged": ("pad16", (bytes(9),)),
+    "pad16 int": ("pad16", (8,)),
+    "json count mismatch": ("tuples_json", (0, bytes(8), b"")),
+}
+
+
+@pytest.mark.parametrize("name", list(KERNEL_REFUSALS))
+@pytest.mark.parametrize("kernels", [native, pure], ids=["native", "pure"])
+def test_kernels_refuse_the_same_input(kernels, name: str) -> None:
+    """The operations rely on a refused input raising ValueError or TypeError, on either backend."""
+    function, args = KERNEL_REFUSALS[name]
+    with pytest.raises((ValueError, TypeError)):
+        getattr(kernels, function)(*args)
 
 
 @settings(max_examples=30, deadline=None)

@@ -51,6 +51,15 @@ def test_the_first_vector_is_the_papers() -> None:
     assert (v.plaintext.hex(), v.ciphertext.hex()) == ("530c61d35e8663c3", "dd2cf1a8f330303c")
 
 
+@pytest.mark.usefixtures("protocol_backend")
+@pytest.mark.parametrize("v", VECTORS, ids=range(len(VECTORS)))
+def test_each_backends_cached_key_matches_vector(v) -> None:
+    key = protocol.skinny_key(v.key)
+    assert isinstance(key, protocol.active_backend().Key)
+    assert key.encrypt(v.plaintext) == v.ciphertext
+    assert key.decrypt(v.ciphertext) == v.plaintext
+
+
 @pytest.mark.parametrize("v", VECTORS, ids=range(len(VECTORS)))
 def test_reference_matches_vector(v) -> None:
     assert reference.encrypt_block(v.key, v.plaintext) == v.ciphertext
