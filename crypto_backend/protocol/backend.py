@@ -8,9 +8,10 @@ padding of the ECCs and the tuples JSON formatter. Two exist:
   extension is not built.
 - :data:`PURE_BACKEND`: the reference cipher (``skinny.py``) and standard-library code (``_pure.py``).
 
-Every operation uses the *active* backend: :data:`DEFAULT` (native when built) unless a caller selects another
-one with :func:`use_backend`, which swaps everything, the cached SKINNY keys included. The selection is
-process-wide: it is meant for tests and benchmarks, not for switching per request.
+Every operation uses the *active* backend: :data:`DEFAULT` (native when built) unless a caller selects
+another one with :func:`use_backend`, which swaps everything, the cached SKINNY keys included. The active
+backend's kernels are bound as attributes of this module (``backend.hello_mac``, ``backend.key``...). The
+selection is process-wide: it is meant for tests and benchmarks, not for switching per request.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ class SkinnyKeyLike(Protocol):
     def encrypt_epochs(self, first_epoch: int, count: int, id_a: bytes, /) -> bytes: ...
 
 
+HmacSha256 = Callable[[bytes, bytes], bytes]
+HelloMac = Callable[[bytes, bytes, bytes, bytes], bytes]
+VerifyHelloMac = Callable[[bytes, bytes, bytes, bytes, bytes], bool]
+VerifyHelloMacs = Callable[[bytes, bytes, Sequence[bytes | int], Sequence[bytes]], list[bool]]
+Pad16 = Callable[[bytes], bytes]
+TuplesJson = Callable[[int, bytes, bytes], bytes]
+
+
 class Backend:
     """One implementation of the kernels (signatures and contract: ``_skinny.pyi``).
 
@@ -63,12 +72,12 @@ class Backend:
         name: str,
         *,
         Key: Callable[[bytes], SkinnyKeyLike],  # noqa: N803 - the class of the key, as the modules name it
-        hmac_sha256: Callable[[bytes, bytes], bytes],
-        hello_mac: Callable[[bytes, bytes, bytes, bytes], bytes],
-        verify_hello_mac: Callable[[bytes, bytes, bytes, bytes, bytes], bool],
-        verify_hello_macs: Callable[[bytes, bytes, Sequence[bytes | int], Sequence[bytes]], list[bool]],
-        pad16: Callable[[bytes], bytes],
-        tuples_json: Callable[[int, bytes, bytes], bytes],
+        hmac_sha256: HmacSha256,
+        hello_mac: HelloMac,
+        verify_hello_mac: VerifyHelloMac,
+        verify_hello_macs: VerifyHelloMacs,
+        pad16: Pad16,
+        tuples_json: TuplesJson,
     ) -> None:
         self.name = name
         self.Key = Key
@@ -114,7 +123,32 @@ NATIVE = NATIVE_BACKEND is not None  # the extension is built: the default backe
 DEFAULT: Backend = NATIVE_BACKEND or PURE_BACKEND
 SkinnyKey: Callable[[bytes], SkinnyKeyLike] = DEFAULT.Key  # the SKINNY key class of the default backend
 
-active: Backend = DEFAULT  # read by every operation; set it with use_backend()
+# The active backend and its kernels, bound as attributes of this module: the operations call e.g.
+# ``backend.hello_mac(...)``, which CPython 3.11 looks up as fast as a function of the extension module
+# itself (an attribute of a Backend instance costs 10 to 40 ns more per call on the hot paths).
+# use_backend() rebinds them all at once; nothing else assigns them.
+active: Backend
+key: Callable[[bytes], SkinnyKeyLike]
+hmac_sha256: HmacSha256
+hello_mac: HelloMac
+verify_hello_mac: VerifyHelloMac
+verify_hello_macs: VerifyHelloMacs
+pad16: Pad16
+tuples_json: TuplesJson
+
+
+def _activate(backend: Backend) -> None:
+    global active, key, hmac_sha256, hello_mac, verify_hello_mac, verify_hello_macs, pad16, tuples_json
+    active, key, hmac_sha256 = backend, backend.key, backend.hmac_sha256
+    hello_mac, verify_hello_mac, verify_hello_macs = (
+        backend.hello_mac,
+        backend.verify_hello_mac,
+        backend.verify_hello_macs,
+    )
+    pad16, tuples_json = backend.pad16, backend.tuples_json
+
+
+_activate(DEFAULT)
 
 
 def active_backend() -> Backend:
@@ -125,16 +159,16 @@ def active_backend() -> Backend:
 @contextmanager
 def use_backend(backend: Backend) -> Iterator[Backend]:
     """Run the protocol operations on ``backend`` inside the ``with`` block (process-wide), then restore."""
-    global active
     if not isinstance(backend, Backend):
         raise TypeError("backend must be a protocol Backend")
-    previous, active = active, backend
+    previous = active
+    _activate(backend)
     try:
         yield backend
     finally:
-        active = previous
+        _activate(previous)
 
 
 def skinny_key(k_s: bytes) -> SkinnyKeyLike:
     """The SKINNY-64-192 key of one day (``K_S``, section 3) on the active backend, computed once (cached)."""
-    return active.key(check_bytes(k_s, K_S_SIZE, "K_S"))
+    return key(check_bytes(k_s, K_S_SIZE, "K_S"))

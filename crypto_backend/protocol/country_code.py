@@ -25,7 +25,7 @@ def _country_masks(k_g: bytes, ebids: bytes) -> bytes:
     k_g = check_bytes(k_g, K_G_SIZE, "K_G")
     if not ebids:
         return b""
-    return _aes_ecb(k_g).encryptor().update(_backend.active.pad16(ebids))[::16]
+    return _aes_ecb(k_g).encryptor().update(_backend.pad16(ebids))[::16]
 
 
 @lru_cache(maxsize=256)

@@ -21,7 +21,7 @@ def encrypt_ebid(k_s: bytes, epoch_id: int, id_a: bytes) -> bytes:
 
 def decrypt_ebid(k_s: bytes, ebid: bytes) -> tuple[int, bytes]:
     """Decrypt an EBID into ``(epochId_24, id_A)`` (section 3)."""
-    key = _backend.active.key(check_bytes(k_s, K_S_SIZE, "K_S"))
+    key = _backend.key(check_bytes(k_s, K_S_SIZE, "K_S"))
     block = key.decrypt(check_bytes(ebid, EBID_SIZE, "EBID"))
     return int.from_bytes(block[:EPOCH_ID_24_SIZE], "big"), block[EPOCH_ID_24_SIZE:]
 
@@ -48,11 +48,11 @@ def encrypt_ebids_packed(k_s: bytes, first_epoch: int, count: int, id_a: bytes) 
     """``count`` EBIDs of one ``id_A`` for consecutive epochs from ``first_epoch``, packed (section 3)."""
     check_uint(first_epoch, 1 << 32, "epoch id")
     check_uint(count, 1 << 20, "epoch count")
-    key = _backend.active.key(check_bytes(k_s, K_S_SIZE, "K_S"))
+    key = _backend.key(check_bytes(k_s, K_S_SIZE, "K_S"))
     return key.encrypt_epochs(first_epoch, count, check_bytes(id_a, ID_A_SIZE, "id_A"))
 
 
 def decrypt_ebids_packed(k_s: bytes, ebids: bytes) -> bytes:
     """Decrypt packed EBIDs into ``n * 8`` bytes of ``epochId_24 (BE) | id_A`` blocks (section 3)."""
-    key = _backend.active.key(check_bytes(k_s, K_S_SIZE, "K_S"))
+    key = _backend.key(check_bytes(k_s, K_S_SIZE, "K_S"))
     return key.decrypt(check_packed(ebids, EBID_SIZE, "EBIDs"))

@@ -51,7 +51,7 @@ def hello_mac(k_mac: bytes, ecc: bytes, ebid: bytes, time16: bytes | int) -> byt
     """
     t = time16 if type(time16) is bytes else _time16(time16)
     try:
-        return _backend.active.hello_mac(k_mac, ecc, ebid, t)
+        return _backend.hello_mac(k_mac, ecc, ebid, t)
     except (ValueError, TypeError):
         pass  # say which field is wrong, below
     return _pure.hello_mac(*_checked_hello(k_mac, ecc, ebid, t))
@@ -61,7 +61,7 @@ def verify_hello_mac(k_mac: bytes, ecc: bytes, ebid: bytes, time16: bytes | int,
     """Check a HELLO MAC in constant time (sections 4 and 8 step 3). A MAC of another length is invalid."""
     t = time16 if type(time16) is bytes else _time16(time16)
     try:
-        return _backend.active.verify_hello_mac(k_mac, ecc, ebid, t, mac)
+        return _backend.verify_hello_mac(k_mac, ecc, ebid, t, mac)
     except (ValueError, TypeError):
         pass  # a bad field raises ProtocolError below; a MAC that is not bytes is just invalid
     expected = hello_mac(k_mac, ecc, ebid, t)
@@ -80,7 +80,7 @@ def verify_hello_macs(
     k_mac = check_bytes(k_mac, CLIENT_KEY_SIZE, "K_A,mac")
     head = check_bytes(ecc, ECC_SIZE, "ECC") + check_bytes(ebid, EBID_SIZE, "EBID")
     try:
-        return _backend.active.verify_hello_macs(k_mac, head, times16, macs)
+        return _backend.verify_hello_macs(k_mac, head, times16, macs)
     except (ValueError, TypeError):
         pass  # a bad time: the path below says so
     prefix = _HELLO_PREFIX + head
@@ -111,7 +111,7 @@ def request_mac(k_mac: bytes, salt: int, ebid: bytes, epoch_id: int, time32: byt
         + check_uint(epoch_id, 1 << 32, "epoch id").to_bytes(4, "big")
         + _time32(time32)
     )
-    return _backend.active.hmac_sha256(check_bytes(k_mac, CLIENT_KEY_SIZE, "K_A,mac"), msg)
+    return _backend.hmac_sha256(check_bytes(k_mac, CLIENT_KEY_SIZE, "K_A,mac"), msg)
 
 
 def verify_request_mac(

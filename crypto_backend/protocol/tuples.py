@@ -58,7 +58,7 @@ def tuples_json(first_epoch: int, ebids_packed: bytes, eccs: bytes) -> bytes:
     check_uint(first_epoch, 1 << 32, "epoch id")
     ebids_packed = check_packed(ebids_packed, EBID_SIZE, "EBIDs")
     eccs = check_bytes(eccs, len(ebids_packed) // EBID_SIZE, "ECCs")
-    return _backend.active.tuples_json(first_epoch, ebids_packed, eccs)
+    return _backend.tuples_json(first_epoch, ebids_packed, eccs)
 
 
 def bundle_epochs(first_epoch: int, bundle_days: int) -> int:

@@ -11,6 +11,7 @@ import pytest
 
 from crypto_backend import protocol as p
 from crypto_backend.protocol import _skinny as native
+from crypto_backend.protocol import backend as backend_module
 from crypto_backend.protocol import skinny as reference
 from tests.crypto_backend.vectors import protocol_cases
 
@@ -35,14 +36,15 @@ def counting(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list
 
 
 def native_kernels_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every kernel of the native backend raises if called."""
-    assert p.NATIVE_BACKEND is not None
+    """Every kernel of the native backend raises if called, the ones bound as active included."""
+    assert p.NATIVE_BACKEND is not None and p.active_backend() is p.NATIVE_BACKEND
 
     def refuse(*args: object) -> object:
         raise AssertionError("the native backend was used")
 
     for name in KERNELS:
         monkeypatch.setattr(p.NATIVE_BACKEND, name, refuse)
+        monkeypatch.setattr(backend_module, name, refuse)
 
 
 def test_the_default_backend_is_the_native_one() -> None:
@@ -68,6 +70,18 @@ def test_the_pure_backend_runs_the_reference_cipher_on_the_bundle_path(
     assert p.open_tuples(C.k_tuples, expected) == built
     assert blocks[0] == 2 * 384  # every EBID of both bundles by the reference cipher
     assert schedules[0] == 4  # one key schedule per day key, computed by the pure backend, then cached
+
+
+def test_use_backend_binds_every_kernel_of_the_backend() -> None:
+    assert p.NATIVE_BACKEND is not None
+    for backend in (p.PURE_BACKEND, p.NATIVE_BACKEND):
+        with p.use_backend(backend):
+            assert [getattr(backend_module, name) for name in KERNELS] == [
+                getattr(backend, name) for name in KERNELS
+            ]
+    assert [getattr(backend_module, name) for name in KERNELS] == [
+        getattr(p.DEFAULT, name) for name in KERNELS
+    ]
 
 
 def test_each_backend_has_its_own_cached_keys() -> None:
