@@ -252,8 +252,10 @@ class CryptoClient:
         bundle: Bundle | None = None,
     ) -> Authentication:
         """Check an authenticated request (PROTOCOL.md 5). ``time``: the 4 bytes the phone sent (or the
-        uint32). Raises CryptoError with reason NO_KEY_FOR_DAY (API: 430), UNKNOWN_IDENTITY (404),
-        EPOCH_MISMATCH / INVALID_MAC / BAD_ARGUMENT (400)."""
+        uint32). A refusal raises CryptoError with its reason; the phone API answers (its REASON_STATUS,
+        robert_server/api/auth.py, following the deployed server): UNKNOWN_IDENTITY (no identity for the
+        decrypted id_A) and NO_KEY_FOR_DAY (no K_S for that epoch's day) 430; INVALID_MAC,
+        EPOCH_MISMATCH and BAD_ARGUMENT 400."""
         one = AuthRequest(ebid, epoch_id, time, mac, request_type, bundle)
         response = await self._call("AuthenticateRequest", _auth_message(one))
         assert isinstance(response, pb.AuthenticateRequestResponse)

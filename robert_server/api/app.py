@@ -1,8 +1,10 @@
 """The phone API application: ``create_app`` wires the services and the routes of ``/api/v6``.
 
 Resources (database client, crypto client, captcha service) are opened and closed in the app's
-``cleanup_ctx``; handlers reach them through ``request.app[SERVICES]``. Errors become status codes in
-one middleware (robert_server/api/errors.py); metrics are counted in another.
+``cleanup_ctx``; handlers reach them through ``request.app[SERVICES]``. An endpoint with resources of its
+own sets them up itself (``status.setup``: the /status micro-batcher, under ``status.STATUS_BATCHER``).
+Errors become status codes in one middleware (robert_server/api/errors.py); metrics are counted in
+another.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from robert_common.settings import Settings
 from robert_server import registrations
 from robert_server.api import captcha, register, report, status, unregister
 from robert_server.api import clock as clock_api
-from robert_server.api.batching import MicroBatcher
-from robert_server.api.errors import DB_UNAVAILABLE, ApiError, make_error_middleware
+from robert_server.api.errors import DB_UNAVAILABLE, make_error_middleware
 from robert_server.api.metrics import metrics_middleware
 from robert_server.api.services import SERVICES, Services
 from robert_server.captcha import make_captcha
@@ -105,12 +106,7 @@ def create_app(
             await registrations.ensure_indexes(database)
         except DB_UNAVAILABLE:
             log.warning("database unreachable at start: indexes not checked")
-
-        async def status_batch(polls: list[status.Poll]) -> list[status.Accepted | ApiError]:
-            return await status.status_many(svc, polls)
-
-        batch_delay = settings.status_batch_delay_ms / 1000
-        svc = app[SERVICES] = Services(
+        app[SERVICES] = Services(
             settings=settings,
             time=ServiceTime(settings.time_start_date, clock),
             db=database,
@@ -119,12 +115,10 @@ def create_app(
             tokens=TokenSigner.from_settings(settings),
             captcha=captcha_service,
             config=ConfigCache(database),
-            status_batcher=MicroBatcher(status_batch, settings.status_batch_max, batch_delay),
         )
         try:
             yield
         finally:
-            await svc.status_batcher.close()
             await captcha_service.close()
             if crypto is None:
                 await crypto_client.close()
@@ -132,4 +126,5 @@ def create_app(
                 await mongo.close()
 
     app.cleanup_ctx.append(resources)
+    status.setup(app)  # after the services it uses: closed before them
     return app

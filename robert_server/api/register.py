@@ -11,8 +11,9 @@ from aiohttp import web
 
 from robert_server import registrations
 from robert_server.api import validation as v
+from robert_server.api.auth import crypto_failure
 from robert_server.api.errors import ApiError, unavailable
-from robert_server.api.services import SERVICES, Services, crypto_failure
+from robert_server.api.services import SERVICES, Services
 from robert_server.crypto_client import CryptoError
 
 log = logging.getLogger("robert.api")

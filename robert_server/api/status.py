@@ -1,9 +1,16 @@
-"""``POST /api/v6/status`` (PROTOCOL.md 5 and 6): exposure status and a fresh bundle."""
+"""``POST /api/v6/status`` (PROTOCOL.md 5 and 6): exposure status and a fresh bundle.
+
+Polls are gathered in micro-batches (robert_server/api/batching.py): one crypto call and one database
+round trip each way serve every poll of a batch (:func:`status_many`). The batcher is this endpoint's own
+resource: :func:`setup` opens it in the app's ``cleanup_ctx`` (after the services) and closes it before
+them; a handler reaches it with ``request.app[STATUS_BATCHER]``.
+"""
 
 from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +19,12 @@ from aiohttp import web
 
 from robert_server import kpis, registrations
 from robert_server.api import validation as v
+from robert_server.api.auth import Authenticated, check_drift, crypto_failure
+from robert_server.api.batching import MicroBatcher
 from robert_server.api.errors import ApiError, bad_request
-from robert_server.api.services import SERVICES, STATUS, Authenticated, Services, check_drift, crypto_failure
+from robert_server.api.services import SERVICES, Services
 from robert_server.api.validation import AuthFields
-from robert_server.crypto_client import AuthRequest, Bundle, CryptoError
+from robert_server.crypto_client import AuthRequest, Bundle, CryptoError, RequestType
 
 log = logging.getLogger("robert.api")
 
@@ -41,9 +50,36 @@ class Accepted:
     epoch_id: int
 
 
-async def status(svc: Services, fields: AuthFields, push_info: dict[str, str] | None) -> dict[str, Any]:
+StatusBatcher = MicroBatcher[Poll, Accepted]
+STATUS_BATCHER: web.AppKey[StatusBatcher] = web.AppKey("status_batcher")
+
+
+def setup(app: web.Application) -> None:
+    """Give the app the /status micro-batcher; call it after the cleanup context that sets SERVICES."""
+    app.cleanup_ctx.append(_batcher)
+
+
+async def _batcher(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICES]
+
+    async def batch(polls: list[Poll]) -> list[Accepted | ApiError]:
+        return await status_many(svc, polls)
+
+    settings = svc.settings
+    batcher = app[STATUS_BATCHER] = StatusBatcher(
+        batch, settings.status_batch_max, settings.status_batch_delay_ms / 1000
+    )
+    try:
+        yield
+    finally:
+        await batcher.close()  # the polls waiting are answered before the services close
+
+
+async def status(
+    svc: Services, batcher: StatusBatcher, fields: AuthFields, push_info: dict[str, str] | None
+) -> dict[str, Any]:
     """Authenticate with a bundle, apply the minimum gap between polls, answer the risk."""
-    polled = await svc.status_batcher.submit(Poll(fields, push_info))
+    polled = await batcher.submit(Poll(fields, push_info))
     at_risk = bool(polled.reg.get("at_risk"))
     return await _answer(svc, polled.reg, polled.id_a, polled.sealed_tuples, at_risk, polled.epoch_id)
 
@@ -76,9 +112,8 @@ async def _authenticate_many(
 ) -> dict[int, Authenticated]:
     """The polls that authenticate (by index); the error of each other one goes in ``out``."""
     bundle = Bundle(epoch_id, svc.settings.bundle_days, svc.settings.country_code)
-    requests = [
-        AuthRequest(f.ebid, f.epoch_id, f.time, f.mac, STATUS, bundle) for f in (p.fields for p in polls)
-    ]
+    fields = [p.fields for p in polls]
+    requests = [AuthRequest(f.ebid, f.epoch_id, f.time, f.mac, RequestType.STATUS, bundle) for f in fields]
     try:
         results = await svc.crypto.authenticate_many(requests)
     except CryptoError as e:
@@ -166,7 +201,7 @@ async def _answer(
 
 
 async def handle(request: web.Request) -> web.Response:
-    svc = request.app[SERVICES]
     body = await v.read_json(request, v.SMALL_BODY)
-    result = await status(svc, v.auth_fields(body), v.push_info(body))
+    fields, push_info = v.auth_fields(body), v.push_info(body)
+    result = await status(request.app[SERVICES], request.app[STATUS_BATCHER], fields, push_info)
     return web.Response(body=orjson.dumps(result), content_type="application/json")

@@ -9,17 +9,11 @@ from aiohttp import web
 
 from robert_server import registrations
 from robert_server.api import validation as v
+from robert_server.api.auth import authenticate, crypto_failure
 from robert_server.api.errors import ApiError
-from robert_server.api.services import (
-    DELETE_EXPOSURE_HISTORY,
-    SERVICES,
-    UNREGISTER,
-    Services,
-    authenticate,
-    crypto_failure,
-)
+from robert_server.api.services import SERVICES, Services
 from robert_server.api.validation import AuthFields
-from robert_server.crypto_client import CryptoError
+from robert_server.crypto_client import CryptoError, RequestType
 
 log = logging.getLogger("robert.api")
 
@@ -28,7 +22,7 @@ SUCCESS = orjson.dumps({"success": True})
 
 async def unregister(svc: Services, fields: AuthFields) -> None:
     """Only once authenticated: forget the phone's keys, then its registration (and push info)."""
-    auth = await authenticate(svc, fields, UNREGISTER)
+    auth = await authenticate(svc, fields, RequestType.UNREGISTER)
     if await registrations.get(svc.db, auth.id_a) is None:
         raise ApiError(404, "unknown registration")
     try:
@@ -40,7 +34,7 @@ async def unregister(svc: Services, fields: AuthFields) -> None:
 
 async def delete_exposure_history(svc: Services, fields: AuthFields) -> None:
     """Empty the registration's exposures (PROTOCOL.md 6)."""
-    auth = await authenticate(svc, fields, DELETE_EXPOSURE_HISTORY)
+    auth = await authenticate(svc, fields, RequestType.DELETE_EXPOSURE_HISTORY)
     if not await registrations.clear_exposures(svc.db, auth.id_a):
         raise ApiError(404, "unknown registration")
     await registrations.record_drift(svc.db, auth.id_a, auth.drift)
