@@ -3,7 +3,10 @@
 Every call has a deadline (``timeout``, the ROBERT_CRYPTO_TIMEOUT setting). Every gRPC failure becomes
 one exception type, :class:`CryptoError`, with ``.reason`` (the ErrorReason name the service put in the
 ``robert-reason`` trailer, e.g. ``"UNKNOWN_IDENTITY"``, ``"NO_KEY_FOR_DAY"``, ``"INVALID_MAC"``) and
-``.unavailable`` (the service is down or too slow: the caller should answer 503, not 4xx).
+``.unavailable`` (the service is down or too slow: the caller should answer 503, not 4xx). An answer
+that breaks the contract of proto/crypto.proto (not a message of the method's type, a result count that
+differs from the request's, a value outside its enum...) raises CryptoError too, with reason
+:data:`MALFORMED_ANSWER`: the client checks with real errors, never ``assert`` (``python -O`` drops them).
 
 Usage::
 
@@ -16,9 +19,10 @@ Usage::
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol, TypeVar, cast
 
 import grpc
 import numpy as np
@@ -28,13 +32,18 @@ from robert_common.rpc import crypto_pb2_grpc as pb_grpc
 from robert_common.settings import Settings
 
 REASON_KEY = "robert-reason"
+UNSPECIFIED = "ERROR_REASON_UNSPECIFIED"
+# The one reason the client gives itself (with code INTERNAL): the service's answer broke the contract.
+MALFORMED_ANSWER = "MALFORMED_ANSWER"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_STATUS_CODES = {c.name: c for c in grpc.StatusCode if c is not grpc.StatusCode.OK}
 
 
 class CryptoError(Exception):
-    """A failed crypto call. ``reason``: ErrorReason name (``"ERROR_REASON_UNSPECIFIED"`` if none);
-    ``code``: the gRPC status code; ``unavailable``: UNAVAILABLE or DEADLINE_EXCEEDED."""
+    """A failed crypto call. ``reason``: ErrorReason name (``"ERROR_REASON_UNSPECIFIED"`` if none or one
+    this client does not know), or :data:`MALFORMED_ANSWER`; ``code``: the gRPC status code;
+    ``unavailable``: UNAVAILABLE or DEADLINE_EXCEEDED."""
 
     def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
         super().__init__(f"{code.name}: {reason}: {message}")
@@ -45,6 +54,10 @@ class CryptoError(Exception):
     @property
     def unavailable(self) -> bool:
         return self.code in _UNAVAILABLE
+
+
+def _malformed(message: str) -> CryptoError:
+    return CryptoError(grpc.StatusCode.INTERNAL, MALFORMED_ANSWER, message)
 
 
 class RequestType(enum.IntEnum):
@@ -163,7 +176,7 @@ def _auth_message(r: AuthRequest) -> pb.AuthenticateRequestRequest:
         epoch_id=r.epoch_id,
         time=time,
         mac=r.mac,
-        request_type=pb.RequestType.ValueType(int(r.request_type)),
+        request_type=cast(pb.RequestType, int(r.request_type)),  # any int: the service checks it
     )
     if r.bundle is not None:
         b = r.bundle
@@ -176,6 +189,8 @@ def _auth_message(r: AuthRequest) -> pb.AuthenticateRequestRequest:
 
 
 def _authentication(response: pb.AuthenticateRequestResponse, asked: AuthRequest) -> Authentication:
+    if asked.bundle is not None and not response.sealed_tuples:
+        raise _malformed("a bundle was asked for and none came")
     return Authentication(
         id_a=response.id_a,
         epoch_id=response.epoch_id,
@@ -183,12 +198,81 @@ def _authentication(response: pb.AuthenticateRequestResponse, asked: AuthRequest
     )
 
 
+def _refusal(error: pb.AuthenticateRequestError) -> CryptoError:
+    """One request of a batch refused: its gRPC code (by name) and reason, as a unary call would raise."""
+    code = _STATUS_CODES.get(error.code, grpc.StatusCode.UNKNOWN)
+    reason = pb.ErrorReason.Name(error.reason) if error.reason in pb.ErrorReason.values() else UNSPECIFIED
+    return CryptoError(code, reason, "request refused")
+
+
+def _contact_result(r: pb.ContactValidation) -> ContactResult:
+    try:
+        status = ContactStatus(r.status)
+    except ValueError:
+        raise _malformed(f"contact status {r.status} is not one of ContactStatus") from None
+    valid = status == ContactStatus.VALID
+    return ContactResult(
+        status=status,
+        country_code=r.country_code,
+        id_a=r.id_a if valid else None,
+        epoch_id=r.epoch_id if valid else None,
+        verdicts=r.hello_verdicts,
+    )
+
+
 def _error(e: grpc.aio.AioRpcError) -> CryptoError:
-    reason = "ERROR_REASON_UNSPECIFIED"
+    reason = UNSPECIFIED
     for key, value in e.trailing_metadata() or ():
         if key == REASON_KEY:
             reason = str(value)
     return CryptoError(e.code(), reason, e.details() or "")
+
+
+_Req = TypeVar("_Req", contravariant=True)
+_Resp = TypeVar("_Resp", covariant=True)
+Resp = TypeVar("Resp")
+
+
+class _Rpc(Protocol[_Req, _Resp]):
+    """One unary method of the service. grpc.aio answers None for an answer it cannot deserialize into
+    the method's response type (it logs the parse error and does not raise)."""
+
+    def __call__(self, request: _Req, *, timeout: float | None = None) -> Awaitable[_Resp | None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Stub:
+    """The methods of proto/crypto.proto with their message types (the generated stub is untyped)."""
+
+    create_registration: _Rpc[pb.CreateRegistrationRequest, pb.CreateRegistrationResponse]
+    authenticate_request: _Rpc[pb.AuthenticateRequestRequest, pb.AuthenticateRequestResponse]
+    authenticate_requests: _Rpc[pb.AuthenticateRequestsRequest, pb.AuthenticateRequestsResponse]
+    delete_identity: _Rpc[pb.DeleteIdentityRequest, pb.DeleteIdentityResponse]
+    validate_contacts: _Rpc[pb.ValidateContactsRequest, pb.ValidateContactsResponse]
+    get_registration_public_key: _Rpc[pb.GetRegistrationPublicKeyRequest, pb.GetRegistrationPublicKeyResponse]
+
+    @classmethod
+    def of(cls, channel: grpc.aio.Channel) -> _Stub:
+        stub = pb_grpc.CryptoServiceStub(channel)
+        return cls(
+            create_registration=stub.CreateRegistration,
+            authenticate_request=stub.AuthenticateRequest,
+            authenticate_requests=stub.AuthenticateRequests,
+            delete_identity=stub.DeleteIdentity,
+            validate_contacts=stub.ValidateContacts,
+            get_registration_public_key=stub.GetRegistrationPublicKey,
+        )
+
+
+async def _answer(call: Awaitable[Resp | None]) -> Resp:
+    """The answer of one call, or CryptoError (the service's error, or MALFORMED_ANSWER)."""
+    try:
+        response = await call
+    except grpc.aio.AioRpcError as e:
+        raise _error(e) from None
+    if response is None:
+        raise _malformed("the answer is not a message of the method's response type")
+    return response
 
 
 class CryptoClient:
@@ -204,7 +288,7 @@ class CryptoClient:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        self._stub = pb_grpc.CryptoServiceStub(self._channel)
+        self._stub = _Stub.of(self._channel)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CryptoClient:
@@ -221,12 +305,6 @@ class CryptoClient:
     ) -> None:
         await self.close()
 
-    async def _call(self, method: str, request: object, deadline: float | None = None) -> object:
-        try:
-            return await getattr(self._stub, method)(request, timeout=deadline or self.timeout)
-        except grpc.aio.AioRpcError as e:
-            raise _error(e) from None
-
     async def create_registration(
         self, client_public_key: bytes, first_epoch_id: int, bundle_days: int, country_code: int
     ) -> Registration:
@@ -237,8 +315,7 @@ class CryptoClient:
             bundle_days=bundle_days,
             country_code=country_code,
         )
-        response = await self._call("CreateRegistration", request)
-        assert isinstance(response, pb.CreateRegistrationResponse)
+        response = await _answer(self._stub.create_registration(request, timeout=self.timeout))
         return Registration(id_a=response.id_a, sealed_tuples=response.sealed_tuples)
 
     async def authenticate(
@@ -257,8 +334,7 @@ class CryptoClient:
         decrypted id_A) and NO_KEY_FOR_DAY (no K_S for that epoch's day) 430; INVALID_MAC,
         EPOCH_MISMATCH and BAD_ARGUMENT 400."""
         one = AuthRequest(ebid, epoch_id, time, mac, request_type, bundle)
-        response = await self._call("AuthenticateRequest", _auth_message(one))
-        assert isinstance(response, pb.AuthenticateRequestResponse)
+        response = await _answer(self._stub.authenticate_request(_auth_message(one), timeout=self.timeout))
         return _authentication(response, one)
 
     async def authenticate_many(self, requests: Sequence[AuthRequest]) -> list[Authentication | CryptoError]:
@@ -268,23 +344,25 @@ class CryptoClient:
         if not requests:
             return []
         request = pb.AuthenticateRequestsRequest(requests=[_auth_message(r) for r in requests])
-        response = await self._call("AuthenticateRequests", request)
-        assert isinstance(response, pb.AuthenticateRequestsResponse)
+        response = await _answer(self._stub.authenticate_requests(request, timeout=self.timeout))
         if len(response.results) != len(requests):
-            raise CryptoError(grpc.StatusCode.INTERNAL, "ERROR_REASON_UNSPECIFIED", "result count mismatch")
+            raise _malformed(f"{len(response.results)} results for {len(requests)} requests")
         out: list[Authentication | CryptoError] = []
         for one, result in zip(requests, response.results, strict=True):
-            if result.HasField("ok"):
+            outcome = result.WhichOneof("outcome")
+            if outcome == "ok":
                 out.append(_authentication(result.ok, one))
+            elif outcome == "error":
+                out.append(_refusal(result.error))
             else:
-                code = getattr(grpc.StatusCode, result.error.code, grpc.StatusCode.UNKNOWN)
-                out.append(CryptoError(code, pb.ErrorReason.Name(result.error.reason), "request refused"))
+                raise _malformed("a result is neither ok nor error")
         return out
 
     async def delete_identity(self, id_a: bytes) -> bool:
         """Forget a phone's keys; False when there was no such identity."""
-        response = await self._call("DeleteIdentity", pb.DeleteIdentityRequest(id_a=id_a))
-        assert isinstance(response, pb.DeleteIdentityResponse)
+        response = await _answer(
+            self._stub.delete_identity(pb.DeleteIdentityRequest(id_a=id_a), timeout=self.timeout)
+        )
         return response.deleted
 
     async def validate_contacts(
@@ -314,24 +392,13 @@ class CryptoClient:
             server_country_code=server_country_code,
             hello_tolerance=hello_tolerance,
         )
-        response = await self._call("ValidateContacts", request, deadline)
-        assert isinstance(response, pb.ValidateContactsResponse)
-        out = []
-        for r in response.results:
-            valid = r.status == pb.CONTACT_VALID
-            out.append(
-                ContactResult(
-                    status=ContactStatus(r.status),
-                    country_code=r.country_code,
-                    id_a=r.id_a if valid else None,
-                    epoch_id=r.epoch_id if valid else None,
-                    verdicts=r.hello_verdicts,
-                )
-            )
-        return out
+        response = await _answer(self._stub.validate_contacts(request, timeout=deadline or self.timeout))
+        if len(response.results) != len(contacts):
+            raise _malformed(f"{len(response.results)} results for {len(contacts)} contacts")
+        return [_contact_result(r) for r in response.results]
 
     async def registration_public_key(self) -> bytes:
         """The registration public key (SPKI DER) apps embed."""
-        response = await self._call("GetRegistrationPublicKey", pb.GetRegistrationPublicKeyRequest())
-        assert isinstance(response, pb.GetRegistrationPublicKeyResponse)
+        request = pb.GetRegistrationPublicKeyRequest()
+        response = await _answer(self._stub.get_registration_public_key(request, timeout=self.timeout))
         return response.public_key

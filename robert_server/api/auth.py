@@ -15,7 +15,7 @@ from robert_server import registrations
 from robert_server.api.errors import ApiError, bad_request, unavailable
 from robert_server.api.services import Services
 from robert_server.api.validation import AuthFields
-from robert_server.crypto_client import Authentication, CryptoError, RequestType
+from robert_server.crypto_client import MALFORMED_ANSWER, Authentication, CryptoError, RequestType
 
 log = logging.getLogger("robert.api")
 
@@ -33,10 +33,14 @@ REASON_STATUS = {
 
 def crypto_failure(e: CryptoError) -> ApiError:
     """Map a crypto service error to the answer the phone gets (no detail of why): 503 when the service
-    is down or too slow, else the status of its reason."""
+    is down or too slow, 500 when its answer broke the contract (a fault of ours, not of the request),
+    else the status of its reason."""
     if e.unavailable:
         log.warning("crypto service unavailable")
         return unavailable()
+    if e.reason == MALFORMED_ANSWER:
+        log.error("malformed answer from the crypto service", extra={"error": e.message})
+        return ApiError(500, "internal error")
     status = REASON_STATUS.get(e.reason or "", 400)
     log.info("authentication refused", extra={"reason": e.reason})
     return ApiError(status, "authentication failed" if status == 400 else "unknown identity or epoch key")

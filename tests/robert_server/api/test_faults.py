@@ -14,6 +14,7 @@ from robert_server import registrations
 from robert_server.api.app import create_app
 from robert_server.crypto_client import CryptoClient
 from tests.fixtures.api import api_settings
+from tests.robert_server.test_crypto_client import GARBAGE, OddCryptoService
 
 
 @pytest.fixture
@@ -50,6 +51,29 @@ async def test_crypto_service_down_gives_503_quickly(api_server, http, crypto_se
     finally:
         await runner.cleanup()
         await dead.close()
+
+
+async def test_a_malformed_crypto_answer_gives_500_not_a_refusal(
+    api_server, http, crypto_service, db, tmp_path
+) -> None:
+    phone = api_server.phone(http)
+    assert (await phone.register()).status == 201
+    odd = OddCryptoService()
+    odd.answers["AuthenticateRequests"] = odd.answers["AuthenticateRequest"] = GARBAGE
+    await odd.server.start()
+    settings = api_settings(crypto_service.settings, db, tmp_path / "odd")
+    client = CryptoClient(odd.address, 5.0)
+    runner, base = await serve(create_app(settings, clock=crypto_service.clock, db=db, crypto=client))
+    try:
+        phone.base_url = base
+        for r in (await phone.status(), await phone.unregister(), await phone.delete_history()):
+            assert (r.status, r.body) == (500, {"message": "internal error"})
+        reg = (await registrations.collection(db).find({}).to_list())[0]
+        assert reg["last_status_epoch"] is None
+    finally:
+        await runner.cleanup()
+        await client.close()
+        await odd.server.stop(None)
 
 
 async def test_api_recovers_when_the_crypto_service_returns(api_server, http) -> None:
