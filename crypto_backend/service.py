@@ -55,7 +55,7 @@ _REQUEST_SALTS = {
 class RpcFailure(Exception):
     """Ends a call with a status code and an ErrorReason (caught by :func:`_rpc`)."""
 
-    def __init__(self, code: grpc.StatusCode, reason: int, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, reason: pb.ErrorReason, message: str) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
 
@@ -350,9 +350,7 @@ def _protocol_failures(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _result_error(failure: RpcFailure) -> pb.AuthenticateRequestResult:
-    error = pb.AuthenticateRequestError(
-        code=failure.code.name, reason=pb.ErrorReason.ValueType(failure.reason)
-    )
+    error = pb.AuthenticateRequestError(code=failure.code.name, reason=failure.reason)
     return pb.AuthenticateRequestResult(error=error)
 
 
