@@ -230,7 +230,7 @@ def _error(e: grpc.aio.AioRpcError) -> CryptoError:
 
 _Req = TypeVar("_Req", contravariant=True)
 _Resp = TypeVar("_Resp", covariant=True)
-Resp = TypeVar("Resp")
+_R = TypeVar("_R")
 
 
 class _Rpc(Protocol[_Req, _Resp]):
@@ -264,7 +264,7 @@ class _Stub:
         )
 
 
-async def _answer(call: Awaitable[Resp | None]) -> Resp:
+async def _answer(call: Awaitable[_R | None]) -> _R:
     """The answer of one call, or CryptoError (the service's error, or MALFORMED_ANSWER)."""
     try:
         response = await call
