@@ -1,5 +1,9 @@
 """A real ``robert matcher --once`` process killed (SIGKILL) mid-run, then another worker: the final state is
-exact. The child follows the test's ManualClock through ROBERT_CLOCK_SHIFT_FILE."""
+exact. The child follows the test's ManualClock through ROBERT_CLOCK_SHIFT_FILE.
+
+The child talks to the crypto service through a gate (a real gRPC server of the same contract) that holds
+its second ValidateContacts call: the child is killed while it holds a claimed group it has not validated,
+whatever the speed of the machine (the test used to race a busy machine and sometimes saw no group left)."""
 
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from robert_common.clock import write_clock_shift
+from robert_common.rpc import crypto_pb2 as pb
+from robert_common.rpc import crypto_pb2_grpc as pb_grpc
 from robert_server import contacts, registrations
 from tests.robert_server.matching.conftest import Matching
 
@@ -30,11 +37,13 @@ async def test_killed_matcher_process_then_another_worker(
         await matching.upload(*(matching.contact(p, e + k) for p in phones))
     shift = tmp_path / "shift"
     write_clock_shift(shift, matching.cs.clock.now() - time.time())
+    gate = _Gate(matching.cs.address)
+    gate_address = await gate.start()
     env = {
         **os.environ,
         "ROBERT_MONGODB_URI": mongo_uri,
         "ROBERT_MONGODB_DATABASE": matching.db.name,
-        "ROBERT_CRYPTO_ADDRESS": matching.cs.address,
+        "ROBERT_CRYPTO_ADDRESS": gate_address,
         "ROBERT_TIME_START": "20200601",
         "ROBERT_CLOCK_SHIFT_FILE": str(shift),
         "ROBERT_MATCHER_LEASE_SECONDS": "60",
@@ -46,19 +55,15 @@ async def test_killed_matcher_process_then_another_worker(
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        # Kill it as soon as it has finished one group of batches and claimed the next (seen claimed, so
-        # that no claim of the dead worker is still on its way to the database): it is working on them.
-        while child.returncode is None and not (  # noqa: ASYNC110
-            await contacts.pending_batches(matching.db) < REPORTS and await _leased(matching) > 0
-        ):
-            await asyncio.sleep(0.02)
-        if child.returncode is None:
-            child.send_signal(signal.SIGKILL)
+        # Kill it once it has finished one group and is validating the next (held by the gate).
+        await asyncio.wait_for(gate.holding.wait(), 60)
+        child.send_signal(signal.SIGKILL)
         await child.wait()
     finally:
         if child.returncode is None:
             child.kill()
             await child.wait()
+        await gate.stop()
     left = await contacts.pending_batches(matching.db)
     assert 0 < left < REPORTS, "the child should have been killed mid-run"
     held = await _leased(matching)
@@ -115,3 +120,33 @@ async def test_continuous_matcher_processes_uploads_and_stops_on_sigterm(
 
 async def _leased(matching: Matching) -> int:
     return await contacts.collection(matching.db).count_documents({"lease_owner": {"$ne": None}})
+
+
+class _Gate(pb_grpc.CryptoServiceServicer):
+    """Forwards ValidateContacts to the real crypto service, except the second call, which it holds."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.calls = 0
+        self.holding = asyncio.Event()
+        self.server = grpc.aio.server()
+        self.channel = grpc.aio.insecure_channel(target)
+
+    async def start(self) -> str:
+        pb_grpc.add_CryptoServiceServicer_to_server(self, self.server)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return f"127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self.server.stop(None)
+        await self.channel.close()
+
+    async def ValidateContacts(  # noqa: N802
+        self, request: pb.ValidateContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ValidateContactsResponse:
+        self.calls += 1
+        if self.calls == 2:
+            self.holding.set()
+            await asyncio.Event().wait()  # until the child dies and the call is cancelled
+        return await pb_grpc.CryptoServiceStub(self.channel).ValidateContacts(request)
