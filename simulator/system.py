@@ -175,13 +175,12 @@ class LocalSystem:
     def _start(self) -> None:
         uri = os.environ.get("ROBERT_MONGODB_URI") or self.overrides.get("ROBERT_MONGODB_URI")
         suffix = secrets.token_hex(4)
-        names = {}
+        names = {
+            "ROBERT_MONGODB_DATABASE": f"robert_{suffix}",
+            "ROBERT_CRYPTO_MONGODB_DATABASE": f"robert_crypto_{suffix}",
+        }
         if uri:  # a shared server: databases of our own, dropped at the end
-            names = {
-                "ROBERT_MONGODB_DATABASE": f"robert_{suffix}",
-                "ROBERT_CRYPTO_MONGODB_DATABASE": f"robert_crypto_{suffix}",
-            }
-            self._databases = [names["ROBERT_MONGODB_DATABASE"], names["ROBERT_CRYPTO_MONGODB_DATABASE"]]
+            self._databases = list(names.values())
         else:
             self.database = EmbeddedMongo(None)
             uri = self.database.start()
