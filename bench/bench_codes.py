@@ -1,6 +1,9 @@
 """Submission codes: long codes issued per second (one lot) and verifications (reserve + confirm) per second.
 
-Runs against ROBERT_MONGODB_URI if set, else an in-memory embedded SecantusDB. Prints figures only.
+The code issuer runs as its own process, ``robert codes serve``, started with the database by
+``simulator.system.LocalSystem`` (on ROBERT_MONGODB_URI if set, else an embedded SecantusDB); the
+verifier (what /report uses) runs in this process against the same database. Prints figures only,
+with the issuer process's CPU time per code.
 Sizes: ROBERT_BENCH_CODES_LOT (default 10 000), ROBERT_BENCH_CODES_VERIFY (default 1 000).
 """
 
@@ -14,42 +17,46 @@ import uuid
 import grpc
 
 from robert_common.clock import Clock
-from robert_common.mongo import database_uri, mongo_client
+from robert_common.mongo import mongo_client
 from robert_common.rpc import codes_pb2 as pb
 from robert_common.rpc import codes_pb2_grpc
 from robert_common.settings import load_settings
-from robert_server.codes import issuers, make_verifier
-from robert_server.codes.server import start_server
+from robert_server.codes import make_verifier
+from simulator.system import LocalSystem
 
 LOT = int(os.environ.get("ROBERT_BENCH_CODES_LOT", "10000"))
 VERIFY = int(os.environ.get("ROBERT_BENCH_CODES_VERIFY", "500"))
 CONCURRENCY = 16
+PEPPER = "bench-pepper-0123456789abcdef"
 
 
-async def run(uri: str) -> None:
-    settings = load_settings(codes_pepper="bench-pepper-0123456789abcdef")
+async def run(system: LocalSystem, token: str) -> None:
+    settings = load_settings(codes_pepper=PEPPER)
     clock = Clock()
-    client = mongo_client(uri)
-    name = f"bench_codes_{uuid.uuid4().hex[:8]}"
-    db = client[name]
-    server, port, service = await start_server(db, settings, clock, listen="127.0.0.1:0")
+    client = mongo_client(system.mongodb_uri)
+    db = client[system.env["ROBERT_MONGODB_DATABASE"]]
     try:
-        token = await issuers.add(db, "bench", service.now())
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with grpc.aio.insecure_channel(system.codes_address) as channel:
             stub = codes_pb2_grpc.CodeIssuerStub(channel)
             auth = (("authorization", f"Bearer {token}"),)
-            t0 = time.perf_counter()
+            cpu0, t0 = system.cpu_seconds()["codes"], time.perf_counter()
             lot = [
                 c.code async for c in stub.IssueLongCodes(pb.IssueLongCodesRequest(count=LOT), metadata=auth)
             ]
-            dt_lot = time.perf_counter() - t0
-            print(f"long-code lot over gRPC: {len(lot)} codes in {dt_lot:.2f} s, {len(lot) / dt_lot:,.0f}/s")
+            dt_lot, cpu = time.perf_counter() - t0, system.cpu_seconds()["codes"] - cpu0
+            print(
+                f"long-code lot over gRPC: {len(lot)} codes in {dt_lot:.2f} s, {len(lot) / dt_lot:,.0f}/s, "
+                f"issuer CPU {1e6 * cpu / len(lot):.0f} us/code"
+            )
             n_short = 200
-            t0 = time.perf_counter()
+            cpu0, t0 = system.cpu_seconds()["codes"], time.perf_counter()
             for _ in range(n_short):
                 await stub.IssueShortCode(pb.IssueShortCodeRequest(), metadata=auth)
-            dt_short = time.perf_counter() - t0
-            print(f"short codes over gRPC, one by one: {n_short / dt_short:,.0f} codes/s")
+            dt_short, cpu = time.perf_counter() - t0, system.cpu_seconds()["codes"] - cpu0
+            print(
+                f"short codes over gRPC, one by one: {n_short / dt_short:,.0f} codes/s, "
+                f"issuer CPU {1000 * cpu / n_short:.2f} ms/code"
+            )
 
         verifier = make_verifier(db, settings, clock)
         codes = lot[:VERIFY]
@@ -82,14 +89,12 @@ async def run(uri: str) -> None:
         dt_bad = time.perf_counter() - t0
         print(f"refused attempts (unknown code, rate-limit bookkeeping): {n_bad / dt_bad:,.0f} /s")
     finally:
-        await server.stop(None)
-        await client.drop_database(name)
         await client.close()
 
 
 def main() -> None:
-    with database_uri() as uri:
-        asyncio.run(run(uri))
+    with LocalSystem(("codes",), env={"ROBERT_CODES_PEPPER": PEPPER}) as system:
+        asyncio.run(run(system, system.issuer_token("bench")))
 
 
 if __name__ == "__main__":

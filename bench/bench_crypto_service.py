@@ -1,33 +1,25 @@
 """Benchmark of the gRPC crypto service: ``python -m bench crypto_service``.
 
-Starts an in-memory SecantusDB and ``robert crypto`` as its own process (so its CPU time can be read
-from /proc), then prints: CreateRegistration/s, AuthenticateRequest-with-bundle/s and the server's CPU
-ms per call, and ValidateContacts HELLOs/s for a batch of 1000 contacts x 100 HELLOs.
+Starts the database and ``robert crypto`` as its own process (``simulator.system.LocalSystem``, so its
+CPU time can be read), then prints: CreateRegistration/s, AuthenticateRequest-with-bundle/s and the
+server's CPU ms per call, and ValidateContacts HELLOs/s for a batch of 1000 contacts x 100 HELLOs.
+Phones are the simulator's (``simulator.phone.Phone``), talking to the service directly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from bench.procs import cpu_seconds
 from crypto_backend import protocol
 from crypto_backend.keystore import FileKeyStore
 from robert_common.clock import Clock, ServiceTime
-from robert_common.mongo import EmbeddedMongo, free_port
 from robert_common.settings import load_settings
 from robert_server.crypto_client import Bundle, ContactToValidate, CryptoClient, CryptoError, RequestType
+from simulator.phone import Phone
+from simulator.system import LocalSystem, cpu_seconds
 
 CONCURRENCY = 16
 REGISTRATIONS = 1000  # also the phones of the ValidateContacts batch
@@ -48,14 +40,6 @@ async def _run(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -
     return time.perf_counter() - started
 
 
-def _phone() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    spki = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, spki
-
-
 async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTime) -> None:
     client = CryptoClient(address, timeout=120.0)
     for _ in range(100):
@@ -69,12 +53,12 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
     bundle_days = 4
 
     # CreateRegistration
-    phones = [_phone() for _ in range(REGISTRATIONS)]
+    phones = [Phone(server_public_key=server_spki) for _ in range(REGISTRATIONS)]
     registrations: list[bytes] = [b""] * REGISTRATIONS
 
     def register(i: int) -> Callable[[], Awaitable[object]]:
         async def call() -> None:
-            reg = await client.create_registration(phones[i][1], epoch, bundle_days, 0x21)
+            reg = await client.create_registration(phones[i].public_key_spki, epoch, bundle_days, 0x21)
             registrations[i] = reg.id_a
 
         return call
@@ -88,7 +72,9 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
     )
 
     # AuthenticateRequest with a fresh bundle (/status)
-    keys = [protocol.derive_client_keys(private, server_spki) for private, _ in phones]
+    for phone in phones:
+        phone.derive_keys()
+    k_macs = [phone.k_mac or b"" for phone in phones]
     k_s = store.day_key(service.day_of_epoch(epoch))
     assert k_s is not None
     t = Clock().ntp_now()
@@ -96,7 +82,7 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
     for i in range(STATUS_CALLS):
         j = i % REGISTRATIONS
         ebid = protocol.encrypt_ebid(k_s, epoch, registrations[j])
-        mac = protocol.request_mac(keys[j][0], protocol.SALT_STATUS, ebid, epoch, t)
+        mac = protocol.request_mac(k_macs[j], protocol.SALT_STATUS, ebid, epoch, t)
         requests.append((ebid, mac))
     bundle = Bundle(epoch, bundle_days, 0x21)
 
@@ -120,7 +106,7 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
     for j in range(REGISTRATIONS):
         ebid = protocol.encrypt_ebid(k_s, epoch, registrations[j])
         ecc = protocol.encrypt_country_code(k_g, ebid, 0x21)
-        macs = [protocol.hello_mac(keys[j][0], ecc, ebid, tt & 0xFFFF) for tt in times]
+        macs = [protocol.hello_mac(k_macs[j], ecc, ebid, tt & 0xFFFF) for tt in times]
         contacts.append(ContactToValidate.from_lists(ebid, ecc, times, [tt & 0xFFFF for tt in times], macs))
     hellos = REGISTRATIONS * HELLOS_PER_CONTACT
     best = float("inf")
@@ -142,28 +128,12 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedMongo(None) as mongo:
-        path = Path(tmp) / "keystore.json"
-        store = FileKeyStore.create(path, b"bench", scrypt_n=2**10)
-        store.rotate(Clock().utcnow().date(), days_ahead=6, retention_days=20)
-        settings = load_settings()
-        port = free_port()
-        env = {
-            **os.environ,
-            "ROBERT_MONGODB_URI": mongo.uri,
-            "ROBERT_CRYPTO_MONGODB_DATABASE": f"bench_{secrets.token_hex(4)}",
-            "ROBERT_KEYSTORE_PATH": str(path),
-            "ROBERT_KEYSTORE_PASSPHRASE": "bench",
-            "ROBERT_CRYPTO_LISTEN": f"127.0.0.1:{port}",
-            "ROBERT_LOG_LEVEL": "WARNING",
-        }
-        proc = subprocess.Popen([sys.executable, "-m", "robert_server.cli", "crypto"], env=env)
-        try:
-            service = ServiceTime(settings.time_start_date, Clock())
-            asyncio.run(_bench(f"127.0.0.1:{port}", proc.pid, store, service))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
+    with LocalSystem(("crypto",)) as system:
+        store = FileKeyStore.load(
+            Path(system.env["ROBERT_KEYSTORE_PATH"]), system.env["ROBERT_KEYSTORE_PASSPHRASE"].encode()
+        )
+        service = ServiceTime(load_settings().time_start_date, Clock())
+        asyncio.run(_bench(system.crypto_address, system.pids()["crypto"], store, service))
 
 
 if __name__ == "__main__":

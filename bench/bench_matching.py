@@ -1,8 +1,9 @@
 """Matching end to end: one upload of 1 000 contacts x 100 HELLOs, with the embedded database.
 
-Separate processes, as deployed: SecantusDB, the crypto service (``robert crypto``) and the matching
-worker(s) (this module run as ``python -m bench.bench_matching worker ...``, which waits for a start
-signal so that start-up is not timed). Runs one worker, then two. Prints:
+Separate processes, as deployed: the database and the crypto service (``robert crypto``), started by
+``simulator.system.LocalSystem``, and the matching worker(s) (this module run as
+``python -m bench.bench_matching worker ...``, which waits for a start signal so that start-up is not
+timed). Runs one worker, then two. Prints:
 
 - HELLOs/s end to end (from the upload stored to the last batch deleted with its risks written);
 - CPU microseconds per HELLO of the worker(s) and of the crypto service, apart from the database's own;
@@ -18,65 +19,31 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import cpu_seconds
+from crypto_backend.keystore import FileKeyStore
+from simulator.system import LocalSystem
 
 CONTACTS = 1_000
 HELLOS = 100
 COUNTRY = 0x21
-PASSPHRASE = "bench passphrase"  # noqa: S105
-
-
-def free_port() -> int:
-    from robert_common.mongo import free_port as fp
-
-    return fp()
 
 
 # --- set-up ---------------------------------------------------------------------------------------
 
 
-def make_keystore(path: Path) -> Any:
-    from crypto_backend.keystore import FileKeyStore
-
-    store = FileKeyStore.create(path, PASSPHRASE.encode(), scrypt_n=2**10)
-    today = dt.datetime.now(dt.UTC).date()
-    store.rotate(today - dt.timedelta(days=3), 8, 10_000)
-    return store
-
-
-async def wait_crypto(address: str) -> bytes:
-    from robert_server.crypto_client import CryptoClient, CryptoError
-
-    deadline = time.monotonic() + 60
-    async with CryptoClient(address, 2.0) as client:
-        while True:
-            try:
-                return await client.registration_public_key()
-            except CryptoError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-
-
 async def register_phones(env: dict[str, str], server_public: bytes, n: int) -> list[tuple[bytes, bytes]]:
     """``n`` phones registered through the crypto service, with registration documents: (id_A, K_A,mac)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from crypto_backend import protocol
     from robert_common.clock import Clock, ServiceTime
     from robert_common.mongo import mongo_client
     from robert_server import registrations
     from robert_server.crypto_client import CryptoClient
+    from simulator.phone import Phone
 
     st = ServiceTime(dt.date(2020, 6, 1), Clock())
     client = mongo_client(env["ROBERT_MONGODB_URI"])
@@ -86,14 +53,11 @@ async def register_phones(env: dict[str, str], server_public: bytes, n: int) -> 
     async with CryptoClient(env["ROBERT_CRYPTO_ADDRESS"], 10.0) as crypto:
 
         async def one() -> tuple[bytes, bytes]:
-            private = ec.generate_private_key(ec.SECP256R1())
-            spki = private.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            reg = await crypto.create_registration(spki, st.current_epoch(), 1, COUNTRY)
-            k_mac, _ = protocol.derive_client_keys(private, server_public)
+            phone = Phone(server_public_key=server_public)
+            reg = await crypto.create_registration(phone.public_key_spki, st.current_epoch(), 1, COUNTRY)
+            phone.derive_keys()
             await registrations.create(db, reg.id_a, st.current_epoch(), None)
-            return reg.id_a, k_mac
+            return reg.id_a, phone.k_mac or b""
 
         for start in range(0, n, 50):
             out += await asyncio.gather(*(one() for _ in range(min(50, n - start))))
@@ -203,9 +167,8 @@ async def summary(env: dict[str, str]) -> dict[str, int]:
     return out
 
 
-def timed_run(
-    env: dict[str, str], workdir: Path, n_workers: int, contacts: list[Any], pids: dict[str, int]
-) -> dict:
+def timed_run(system: LocalSystem, n_workers: int, contacts: list[Any]) -> dict:
+    env, workdir = system.env, system.dir
     go = workdir / f"go-{n_workers}"
     procs = []
     for w in range(n_workers):
@@ -223,7 +186,7 @@ def timed_run(
     while not all(r.exists() for _, r in procs):
         time.sleep(0.05)
     upload = asyncio.run(reset_and_upload(env, contacts, f"bench-{n_workers}-{time.time_ns()}"))
-    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu0 = system.cpu_seconds()
     started = time.time()
     go.write_text("go")
     outputs = []
@@ -231,7 +194,7 @@ def timed_run(
         out, _ = p.communicate(timeout=600)
         outputs.append(json.loads(out.decode().strip().splitlines()[-1]))
     finished = max(o["finished_at"] for o in outputs)
-    cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+    cpu = {name: seconds - cpu0[name] for name, seconds in system.cpu_seconds().items() if name in cpu0}
     return {
         "upload": upload,
         "wall": finished - started,
@@ -260,9 +223,9 @@ def report(title: str, r: dict, hellos: int, crypto_compute: float) -> None:
     )
     total = worker_cpu + r["cpu"]["crypto"]
     print(f"  worker+crypto:  {total:7.3f} s = {total / hellos * 1e6:6.2f} us/HELLO  (goal <= 5)")
-    print(
-        f"  CPU database:   {r['cpu']['db']:7.3f} s = {r['cpu']['db'] / hellos * 1e6:6.2f} us/HELLO (apart)"
-    )
+    if "database" in r["cpu"]:
+        db = r["cpu"]["database"]
+        print(f"  CPU database:   {db:7.3f} s = {db / hellos * 1e6:6.2f} us/HELLO (apart)")
     print("  worker time by phase (wall, summed over workers):")
     for k in ("db", "grpc", "scoring", "risk"):
         v = timings.get(k, 0.0)
@@ -272,45 +235,24 @@ def report(title: str, r: dict, hellos: int, crypto_compute: float) -> None:
 
 
 def main() -> None:
-    from robert_common.mongo import EmbeddedMongo
-
-    with tempfile.TemporaryDirectory(prefix="bench-matching-") as tmp, EmbeddedMongo(None) as mongo:
-        workdir = Path(tmp)
-        store = make_keystore(workdir / "keystore.json")
-        port = free_port()
-        env = {
-            **os.environ,
-            "ROBERT_MONGODB_URI": mongo.uri,
-            "ROBERT_MONGODB_DATABASE": "bench",
-            "ROBERT_CRYPTO_MONGODB_DATABASE": "bench_crypto",
-            "ROBERT_KEYSTORE_PATH": str(workdir / "keystore.json"),
-            "ROBERT_KEYSTORE_PASSPHRASE": PASSPHRASE,
-            "ROBERT_CRYPTO_LISTEN": f"127.0.0.1:{port}",
-            "ROBERT_CRYPTO_ADDRESS": f"127.0.0.1:{port}",
-            "ROBERT_DATA_DIR": str(workdir),
-            "ROBERT_LOG_LEVEL": "WARNING",
-            "ROBERT_TIME_START": "20200601",
-        }
-        env.pop("ROBERT_CLOCK_SHIFT_FILE", None)
-        crypto = subprocess.Popen([sys.executable, "-m", "robert_server.cli", "crypto"], env=env)
-        try:
-            server_public = asyncio.run(wait_crypto(env["ROBERT_CRYPTO_ADDRESS"]))
-            t = time.perf_counter()
-            phones = asyncio.run(register_phones(env, server_public, CONTACTS))
-            print(f"set-up: {len(phones)} phones registered in {time.perf_counter() - t:.1f} s")
-            contacts = build_contacts(phones, store)
-            hellos = CONTACTS * HELLOS
-            compute = crypto_compute_estimate(contacts, phones, store)
-            print(f"crypto computation alone (in-process): {compute / hellos * 1e6:.2f} us/HELLO")
-            asyncio.run(_daily_done(env))
-            assert mongo.proc is not None
-            pids = {"crypto": crypto.pid, "db": mongo.proc.pid}
-            for n in (1, 2):
-                r = timed_run(env, workdir, n, contacts, pids)
-                report(f"{n} worker{'s' if n > 1 else ''}", r, hellos, compute)
-        finally:
-            crypto.terminate()
-            crypto.wait(timeout=20)
+    # yesterday's contacts need yesterday's day keys: keys from 3 days ago, as a week of use would have
+    with LocalSystem(("crypto",), env={"ROBERT_TIME_START": "20200601"}, past_key_days=3) as system:
+        env = system.env
+        store = FileKeyStore.load(
+            Path(env["ROBERT_KEYSTORE_PATH"]), env["ROBERT_KEYSTORE_PASSPHRASE"].encode()
+        )
+        server_public = system.server_public_key()
+        t = time.perf_counter()
+        phones = asyncio.run(register_phones(env, server_public, CONTACTS))
+        print(f"set-up: {len(phones)} phones registered in {time.perf_counter() - t:.1f} s")
+        contacts = build_contacts(phones, store)
+        hellos = CONTACTS * HELLOS
+        compute = crypto_compute_estimate(contacts, phones, store)
+        print(f"crypto computation alone (in-process): {compute / hellos * 1e6:.2f} us/HELLO")
+        asyncio.run(_daily_done(env))
+        for n in (1, 2):
+            r = timed_run(system, n, contacts)
+            report(f"{n} worker{'s' if n > 1 else ''}", r, hellos, compute)
 
 
 async def _daily_done(env: dict[str, str]) -> None:

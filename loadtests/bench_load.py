@@ -4,7 +4,8 @@
 
 Prints, as Markdown for BENCHMARKS.md: registrations/s while pre-registering, then per request type
 the count, failures, throughput and latency percentiles from Locust, and the server's CPU time per
-request (all server processes: API, crypto, codes, matcher, database; measured with psutil).
+request (all server processes: API, crypto, codes, matcher, database; started and measured by
+``simulator.system.LocalSystem``).
 Locust runs on the same machine and its own CPU is printed too: on 2 cores it competes with the server.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import csv
 import os
 import subprocess
@@ -20,10 +22,14 @@ import time
 from pathlib import Path
 
 import aiohttp
-import psutil
-from local_system import ROOT, LocalSystem
 
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from simulator.system import LocalSystem, cpu_seconds  # noqa: E402
+
+# what load runs need of the system: phones may poll at once (the default gap is 2 epochs)
+SYSTEM_ENV = {"ROBERT_STATUS_MIN_EPOCH_GAP": "0"}
 
 PROFILES = {
     # name: (user classes, weights poll,register,report)
@@ -76,13 +82,11 @@ def run_locust(
     ]  # fmt: skip
     before = sum(system.cpu_seconds().values())
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ps = psutil.Process(proc.pid)
     locust_cpu = 0.0
     while proc.poll() is None:
         try:
-            t = ps.cpu_times()
-            locust_cpu = t.user + t.system
-        except psutil.NoSuchProcess:
+            locust_cpu = cpu_seconds(proc.pid)
+        except OSError:
             break
         time.sleep(0.5)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -123,19 +127,16 @@ def main() -> int:
     p.add_argument("--preregister", type=int, default=0, help="phones registered before the run")
     p.add_argument("--codes", type=int, default=2000, help="long codes issued for ReportingPhone")
     args = p.parse_args()
-    with LocalSystem() as system:
-        key_b64 = system.robert("keys", "public").strip()
-        import base64
-
-        key = base64.b64decode(key_b64)
-        (system.dir / "key.b64").write_text(key_b64)
+    with LocalSystem(env=SYSTEM_ENV) as system:
+        key = system.server_public_key()
+        (system.dir / "key.b64").write_text(base64.b64encode(key).decode())
         env = {"ROBERT_LOAD_SERVER_KEY": str(system.dir / "key.b64")}
         if args.profile in ("national", "reporting"):
             codes = system.dir / "codes.txt"
             token = system.issuer_token()
             subprocess.run(
                 [sys.executable, "-m", "simulator.cli", "codes", "--count", str(args.codes),
-                 "--out", str(codes), "--issuer", system.env["ROBERT_CODES_ADDRESS"],
+                 "--out", str(codes), "--issuer", system.codes_address,
                  "--issuer-token", token],
                 env=system.env, cwd=ROOT, check=True,
             )  # fmt: skip

@@ -23,7 +23,18 @@ import random
 
 from locust import FastHttpUser, events, task
 from locust.exception import StopUser
-from robert_load import API, CodePool, LoadPhone, Neighbourhood, ServerClock, env_float, load_server_key
+from robert_load import (
+    API,
+    CodePool,
+    Neighbourhood,
+    ServerClock,
+    env_float,
+    keep_recent_tuples,
+    load_server_key,
+    new_phone,
+)
+
+from simulator.phone import Phone
 
 log = logging.getLogger("robert.load")
 
@@ -53,7 +64,7 @@ def think(base: float) -> float:
     return base * random.uniform(1.0, 1.25)
 
 
-class Phone(FastHttpUser):
+class PhoneUser(FastHttpUser):
     abstract = True
 
     def sync_clock(self) -> None:
@@ -64,9 +75,9 @@ class Phone(FastHttpUser):
                 else:
                     r.failure(f"HTTP {r.status_code}")
 
-    def register(self) -> LoadPhone | None:
+    def register(self) -> Phone | None:
         """A new install: ``POST /register``, then keys and bundle; None if refused."""
-        phone = LoadPhone(SERVER_KEY)
+        phone = new_phone(SERVER_KEY)
         with self.client.post(
             API + "/register", json=phone.register_body(), name="/register", catch_response=True
         ) as r:
@@ -74,7 +85,7 @@ class Phone(FastHttpUser):
                 r.failure(f"HTTP {r.status_code}")
                 return None
             try:
-                phone.registered(r.json())
+                phone.register_answered(r.json())
             except (KeyError, ValueError) as e:
                 r.failure(f"bad registration answer: {type(e).__name__}")
                 return None
@@ -82,7 +93,7 @@ class Phone(FastHttpUser):
         return phone
 
 
-class PollingPhone(Phone):
+class PollingPhone(PhoneUser):
     """An installed app: polls its exposure status at the allowed gap."""
 
     weight = WEIGHTS[0]
@@ -116,12 +127,13 @@ class PollingPhone(Phone):
                 r.failure(f"HTTP {r.status_code}")
                 return
             try:
-                self.phone.open_bundle(r.json()["tuples"])
+                self.phone.status_answered(r.json())
+                keep_recent_tuples(self.phone)
             except (KeyError, ValueError) as e:
                 r.failure(f"bad status answer: {type(e).__name__}")
 
 
-class RegisteringPhone(Phone):
+class RegisteringPhone(PhoneUser):
     """New installs."""
 
     weight = WEIGHTS[1]
@@ -137,7 +149,7 @@ class RegisteringPhone(Phone):
         self.register()
 
 
-class ReportingPhone(Phone):
+class ReportingPhone(PhoneUser):
     """A diagnosed person: registers, then reports what the phone heard with a code."""
 
     weight = WEIGHTS[2]
@@ -150,13 +162,15 @@ class ReportingPhone(Phone):
 
     @task
     def diagnosed(self) -> None:
-        if self.register() is None:
+        phone = self.register()
+        if phone is None:
             return
         code = CODES.take()
         if code is None:
             log.warning("no code left in ROBERT_LOAD_CODES_FILE: this reporting user stops")
             raise StopUser()
-        body = {"token": code, "contacts": NEIGHBOURS.contacts(CONTACTS, HELLOS)}
+        NEIGHBOURS.hear_some(phone, CONTACTS, HELLOS)
+        body = phone.report_body(code)
         with self.client.post(API + "/report", json=body, name="/report", catch_response=True) as r:
             if r.status_code != 200:
                 r.failure(f"HTTP {r.status_code}")

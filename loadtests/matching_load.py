@@ -2,7 +2,7 @@
 
     .venv/bin/python loadtests/matching_load.py --reports 200 --contacts 20 --hellos 60
 
-Starts a local system without its periodic worker (loadtests/local_system.py), registers ``--phones``
+Starts a local system without its periodic worker (``simulator.system.LocalSystem``), registers ``--phones``
 phones, then uploads ``--reports`` reports, each from a new phone, of ``--contacts`` Contacts (HELLOs
 really built by registered phones, so every Contact matches) of ``--hellos`` HELLOs each, with codes
 from the real code issuer. Then it runs the worker once and prints the wall time, the rates and the
@@ -13,25 +13,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
-from local_system import BIN, ROOT, LocalSystem
 
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robert_common.clock import Clock  # noqa: E402
+from robert_common.clock import EPOCH_DURATION, Clock  # noqa: E402
 from simulator.backend import GrpcIssuer  # noqa: E402
 from simulator.phone import Phone  # noqa: E402
+from simulator.system import LocalSystem  # noqa: E402
 
 
 async def preload(system: LocalSystem, args: argparse.Namespace) -> tuple[int, float]:
-    key = base64.b64decode(system.robert("keys", "public").strip())
-    issuer = GrpcIssuer(system.env["ROBERT_CODES_ADDRESS"], system.issuer_token())
+    key = system.server_public_key()
+    issuer = GrpcIssuer(system.codes_address, system.issuer_token())
     codes = await issuer.long_codes(args.reports)
     clock = Clock()
     rng = random.Random(args.seed)
@@ -48,7 +49,9 @@ async def preload(system: LocalSystem, args: argparse.Namespace) -> tuple[int, f
             assert (await reporter.register()).status == 201
             now = clock.ntp_now()
             for other in rng.sample(phones, min(args.contacts, len(phones))):
-                start = now - args.hellos * 5 - rng.randrange(600)
+                # heard in the current epoch: the registration bundle starts there
+                epoch_start = other.time_start + other.epoch_now() * EPOCH_DURATION
+                start = max(epoch_start, now - args.hellos * 5 - rng.randrange(600))
                 for i in range(args.hellos):
                     t = start + 5 * i
                     reporter.hear(other.hello(t), rng.randint(-80, -45), time_collected=t)
@@ -66,16 +69,16 @@ def main() -> int:
     p.add_argument("--hellos", type=int, default=60, help="HELLOs per contact (one every 5 s)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
-    with LocalSystem(with_matcher=False) as system:
+    env = {"ROBERT_STATUS_MIN_EPOCH_GAP": "0"}
+    with LocalSystem(("crypto", "codes", "api"), env=env) as system:
         hellos, upload = asyncio.run(preload(system, args))
         print(f"pre-loaded {args.reports} reports, {hellos} HELLOs in {upload:.1f} s "
               f"({args.reports / upload:.1f} reports/s including registrations)")  # fmt: skip
         before = sum(system.cpu_seconds().values())
         t0 = time.monotonic()
         done = subprocess.run(
-            [str(BIN / "robert"), "matcher", "--once"],
+            [sys.executable, "-m", "robert_server.cli", "matcher", "--once"],
             env=system.env,
-            cwd=ROOT,
             capture_output=True,
             text=True,
         )

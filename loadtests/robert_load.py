@@ -1,9 +1,8 @@
-"""A small synchronous phone for Locust users: the phone side of the protocol, no asyncio.
+"""What the Locust users share: inputs, the server's clock, the phones they registered.
 
-Locust runs on gevent, so the users must not import the asyncio server code (or simulator/phone.py,
-which is aiohttp): this module holds only what a phone computes (PROTOCOL.md 2 to 6) on top of
-``crypto_backend.protocol``, and leaves the HTTP to Locust's own client. Inputs come from environment
-variables, documented in loadtests/README.md.
+The phone is the simulator's (``simulator.phone.Phone``): its protocol side (request bodies, answers,
+HELLOs) is synchronous and imports no asyncio code, and the users send its bodies with Locust's own
+(gevent) client. Inputs come from environment variables, documented in loadtests/README.md.
 """
 
 from __future__ import annotations
@@ -21,19 +20,16 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import orjson
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from crypto_backend import protocol
+from robert_common.clock import EPOCH_DURATION, Clock
+from simulator.phone import API_PREFIX as API
+from simulator.phone import Phone
 
-NTP_OFFSET = 2_208_988_800  # PROTOCOL.md 1
-EPOCH_DURATION = 900
-API = "/api/v6"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+__all__ = [
+    "API", "CodePool", "Neighbourhood", "SERVER_CLOCK", "ServerClock", "env_float", "keep_recent_tuples",
+    "load_server_key", "new_phone",
+]  # fmt: skip
 
 
 # --- inputs shared by every user of a process -----------------------------------------------------
@@ -85,114 +81,60 @@ class CodePool:
         return len(self._codes)
 
 
-class ServerClock:
-    """Phones keep their clock in sync with the server (GET /clock): an offset on local time."""
+class ServerClock(Clock):
+    """Phones keep their clock in sync with the server (GET /clock): one offset on local time, shared by
+    every user of the process (set by the first answer)."""
 
     offset: float | None = None
-    _lock = threading.Lock()
+    _sync_lock = threading.Lock()
 
     @classmethod
     def sync(cls, clock_body: dict[str, Any]) -> None:
-        with cls._lock:
+        with cls._sync_lock:
             if cls.offset is None:
                 server = dt.datetime.fromisoformat(clock_body["time"].replace("Z", "+00:00")).timestamp()
                 cls.offset = server - time.time()
 
-    @classmethod
-    def ntp_now(cls) -> int:
-        return int(time.time() + (cls.offset or 0.0)) + NTP_OFFSET
+    def now(self) -> float:
+        return time.time() + (ServerClock.offset or 0.0)
 
 
-# --- one phone -----------------------------------------------------------------------------------
+SERVER_CLOCK = ServerClock()
 
 
-class LoadPhone:
-    """Keys, bundle and requests of one phone; the caller sends the bodies with Locust's client."""
+def new_phone(server_key: bytes) -> Phone:
+    """A new install: the simulator's phone on the server's clock; its HTTP goes through Locust's client."""
+    return Phone(server_public_key=server_key, clock=SERVER_CLOCK)
 
-    def __init__(self, server_key: bytes) -> None:
-        self.server_key = server_key
-        self.private_key = ec.generate_private_key(ec.SECP256R1())
-        self.k_mac = b""
-        self.k_tuples = b""
-        self.time_start = 0
-        self.tuples: dict[int, tuple[bytes, bytes]] = {}
 
-    def register_body(self) -> dict[str, Any]:
-        """``POST /register`` with the captcha off (ROBERT_CAPTCHA=off on the server)."""
-        spki = self.private_key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return {"captcha": "-", "captchaId": "-", "clientPublicECDHKey": b64(spki)}
-
-    def registered(self, body: dict[str, Any]) -> None:
-        """Derive K_A,mac and K_A,tuples (PROTOCOL.md 2) and open the first bundle."""
-        self.k_mac, self.k_tuples = protocol.derive_client_keys(self.private_key, self.server_key)
-        self.time_start = int(body["timeStart"])
-        self.open_bundle(body["tuples"])
-
-    def open_bundle(self, sealed_b64: str) -> None:
-        plain = protocol.open_tuples(self.k_tuples, base64.b64decode(sealed_b64))
-        for t in orjson.loads(plain):
-            self.tuples[t["epochId"]] = (
-                base64.b64decode(t["key"]["ebid"]),
-                base64.b64decode(t["key"]["ecc"]),
-            )
-        current = self.epoch(ServerClock.ntp_now())
-        for old in [e for e in self.tuples if e < current - 1]:
-            del self.tuples[old]
-
-    def epoch(self, ntp: int) -> int:
-        return (ntp - self.time_start) // EPOCH_DURATION
-
-    def status_body(self) -> dict[str, Any]:
-        """``POST /status`` with the EBID of the current epoch and its MAC (PROTOCOL.md 5)."""
-        ntp = ServerClock.ntp_now()
-        epoch = self.epoch(ntp)
-        ebid, _ = self.tuples[epoch]
-        mac = protocol.request_mac(self.k_mac, protocol.SALT_STATUS, ebid, epoch, ntp & 0xFFFFFFFF)
-        return {
-            "ebid": b64(ebid),
-            "epochId": epoch,
-            "time": b64((ntp & 0xFFFFFFFF).to_bytes(4, "big")),
-            "mac": b64(mac),
-        }
-
-    def hellos(self, ntp_start: int, count: int, interval: int = 5) -> dict[str, Any]:
-        """One Contact as another phone heard it: ``count`` HELLOs from ``ntp_start`` (PROTOCOL.md 4, 6)."""
-        epoch = self.epoch(ntp_start)
-        ebid, ecc = self.tuples[epoch]
-        ids = []
-        for i in range(count):
-            t = ntp_start + i * interval
-            mac = protocol.hello_mac(self.k_mac, ecc, ebid, t & 0xFFFF)
-            ids.append(
-                {"timeCollectedOnDevice": t, "timeFromHelloMessage": t & 0xFFFF, "mac": b64(mac),
-                 "rssiCalibrated": random.randint(-80, -45)}
-            )  # fmt: skip
-        return {"ebid": b64(ebid), "ecc": b64(ecc), "ids": ids}
+def keep_recent_tuples(phone: Phone) -> None:
+    """Drop tuples of epochs before the previous one, so that long runs keep memory flat."""
+    phone.forget_tuples_before(phone.epoch_now() - 1)
 
 
 class Neighbourhood:
     """Phones registered by this process, whose HELLOs reporting phones say they heard."""
 
     def __init__(self, size: int = 2000) -> None:
-        self.phones: deque[LoadPhone] = deque(maxlen=size)
+        self.phones: deque[Phone] = deque(maxlen=size)
 
-    def add(self, phone: LoadPhone) -> None:
+    def add(self, phone: Phone) -> None:
         self.phones.append(phone)
 
-    def contacts(self, count: int, hellos: int) -> list[dict[str, Any]]:
-        """``count`` Contacts of ``hellos`` HELLOs each, in the epoch that started before now."""
+    def hear_some(self, reporter: Phone, count: int, hellos: int, interval: int = 5) -> None:
+        """``reporter`` hears ``hellos`` HELLOs (one every ``interval`` s) of each of ``count`` phones of
+        the neighbourhood, in the epoch that started before now (PROTOCOL.md 4, 6)."""
         pool = list(self.phones)
-        if not pool:
-            return []
-        now = ServerClock.ntp_now()
-        out = []
+        now = SERVER_CLOCK.ntp_now()
         for phone in random.sample(pool, min(count, len(pool))):
-            epoch = phone.epoch(now)
+            if phone.time_start is None:
+                continue
+            epoch = phone.epoch_now()
             if epoch not in phone.tuples:
                 continue
             epoch_start = phone.time_start + epoch * EPOCH_DURATION
-            span = max(1, min(now - epoch_start - 5 * hellos, 600))
-            out.append(phone.hellos(epoch_start + random.randrange(span), hellos))
-        return out
+            span = max(1, min(now - epoch_start - interval * hellos, 600))
+            start = epoch_start + random.randrange(span)
+            for i in range(hellos):
+                t = start + i * interval
+                reporter.hear(phone.hello(t), rssi=random.randint(-80, -45), time_collected=t)

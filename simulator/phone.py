@@ -1,7 +1,11 @@
-"""A phone, as the server sees it: the phone side of the ROBERT protocol over the real HTTP API.
+"""A phone, as the server sees it: the phone side of the ROBERT protocol, the one phone of the project.
 
 It uses only the shared protocol primitives (``crypto_backend.protocol``) and standard cryptography,
-never server internals. Typical use::
+never server internals. The protocol side (keys, EBIDs, request bodies, answers) is plain synchronous
+code; the HTTP side is a thin aiohttp layer on top (imported only when used), so the tests, the
+simulator and the benchmarks call the ``async`` methods, while the Locust users (gevent) send the
+bodies with their own client: ``register_body()`` then ``register_answered(answer)``, ``status_body()`` then
+``status_answered(answer)``, ``report_body(code)``. Typical use::
 
     async with aiohttp.ClientSession() as http:
         phone = Phone(base_url, server_public_key_spki, clock=clock, http=http)
@@ -24,14 +28,16 @@ import base64
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from crypto_backend import protocol
 from robert_common.clock import EPOCH_DURATION, Clock
+
+if TYPE_CHECKING:
+    import aiohttp
 
 API_PREFIX = "/api/v6"
 HELLO_SIZE = 16
@@ -72,10 +78,11 @@ def parse_hello(hello: bytes) -> tuple[bytes, bytes, int, bytes]:
 
 @dataclass
 class Phone:
-    """One phone. ``server_public_key`` is the registration public key apps embed (SPKI DER)."""
+    """One phone. ``server_public_key`` is the registration public key apps embed (SPKI DER);
+    ``base_url`` is needed only by the HTTP methods."""
 
-    base_url: str
-    server_public_key: bytes
+    base_url: str = ""
+    server_public_key: bytes = b""
     clock: Clock = field(default_factory=Clock)
     http: aiohttp.ClientSession | None = None
     private_key: ec.EllipticCurvePrivateKey = field(
@@ -112,10 +119,12 @@ class Phone:
         """K_A,mac and K_A,tuples from ECDH(phone private, server public) (PROTOCOL.md 2)."""
         self.k_mac, self.k_tuples = protocol.derive_client_keys(self.private_key, self.server_public_key)
 
-    def open_bundle(self, tuples_b64: str) -> dict[int, tuple[bytes, bytes]]:
-        """Decrypt a sealed bundle and merge its tuples into ``self.tuples`` (PROTOCOL.md 3)."""
-        assert self.k_tuples is not None
-        plain = protocol.open_tuples(self.k_tuples, base64.b64decode(tuples_b64))
+    def open_bundle(self, sealed: bytes) -> dict[int, tuple[bytes, bytes]]:
+        """Decrypt a sealed bundle, merge its tuples into ``self.tuples`` and return them in the
+        bundle's order (PROTOCOL.md 3)."""
+        if self.k_tuples is None:
+            raise RuntimeError("no K_A,tuples: derive the keys first")
+        plain = protocol.open_tuples(self.k_tuples, sealed)
         opened = {
             t["epochId"]: (base64.b64decode(t["key"]["ebid"]), base64.b64decode(t["key"]["ecc"]))
             for t in json.loads(plain)
@@ -153,6 +162,11 @@ class Phone:
         mac = protocol.request_mac(self.k_mac, salt, ebid, epoch_id, time32)
         return {"ebid": b64(ebid), "epochId": epoch_id, "time": b64(time32), "mac": b64(mac)}
 
+    def forget_tuples_before(self, epoch_id: int) -> None:
+        """Drop the tuples of epochs before ``epoch_id`` (long-running load phones keep memory flat)."""
+        for old in [e for e in self.tuples if e < epoch_id]:
+            del self.tuples[old]
+
     def contacts(self) -> list[dict[str, Any]]:
         """The heard HELLOs grouped by (EBID, ECC), as the /report body's ``contacts`` (PROTOCOL.md 6)."""
         groups: dict[tuple[bytes, bytes], list[HeardHello]] = defaultdict(list)
@@ -175,10 +189,49 @@ class Phone:
             for (ebid, ecc), hellos in groups.items()
         ]
 
-    # --- HTTP ----------------------------------------------------------------------------------
+    # --- request bodies and answers (any transport) ---------------------------------------------
+
+    def register_body(
+        self, captcha: str = "-", captcha_id: str = "-", push_info: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The ``POST /register`` body (PROTOCOL.md 2)."""
+        body: dict[str, Any] = {
+            "captcha": captcha,
+            "captchaId": captcha_id,
+            "clientPublicECDHKey": b64(self.public_key_spki),
+        }
+        if push_info is not None:
+            body["pushInfo"] = push_info
+        return body
+
+    def register_answered(self, answer: dict[str, Any]) -> None:
+        """After a 201 to /register: derive the keys, keep timeStart, open the first bundle."""
+        self.derive_keys()
+        self.time_start = int(answer["timeStart"])
+        self.open_bundle(base64.b64decode(answer["tuples"]))
+
+    def status_body(self, push_info: dict[str, str] | None = None, **auth: Any) -> dict[str, Any]:
+        """The ``POST /status`` body (salt 0x02). ``auth``: epoch_id, ntp_time."""
+        body = self.auth_body(protocol.SALT_STATUS, **auth)
+        if push_info is not None:
+            body["pushInfo"] = push_info
+        return body
+
+    def status_answered(self, answer: dict[str, Any]) -> None:
+        """After a 200 to /status: keep the answer, open the fresh bundle."""
+        self.last_status = answer
+        self.open_bundle(base64.b64decode(answer["tuples"]))
+
+    def report_body(self, code: str) -> dict[str, Any]:
+        """The ``POST /report`` body: every heard HELLO, unlocked by a code (PROTOCOL.md 6 and 7)."""
+        return {"token": code, "contacts": self.contacts()}
+
+    # --- HTTP (aiohttp) --------------------------------------------------------------------------
 
     async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> ApiResponse:
         """One request to ``/api/v6<path>``; never raises for an HTTP error status."""
+        import aiohttp
+
         own = self.http is None
         http = self.http or aiohttp.ClientSession()
         try:
@@ -197,29 +250,16 @@ class Phone:
         self, captcha: str = "-", captcha_id: str = "-", push_info: dict[str, str] | None = None
     ) -> ApiResponse:
         """``POST /register``: on 201, derive the keys and open the first bundle."""
-        body: dict[str, Any] = {
-            "captcha": captcha,
-            "captchaId": captcha_id,
-            "clientPublicECDHKey": b64(self.public_key_spki),
-        }
-        if push_info is not None:
-            body["pushInfo"] = push_info
-        r = await self.call("POST", "/register", body)
+        r = await self.call("POST", "/register", self.register_body(captcha, captcha_id, push_info))
         if r.status == 201:
-            self.derive_keys()
-            self.time_start = int(r.body["timeStart"])
-            self.open_bundle(r.body["tuples"])
+            self.register_answered(r.body)
         return r
 
     async def status(self, push_info: dict[str, str] | None = None, **auth: Any) -> ApiResponse:
         """``POST /status`` (salt 0x02); on 200 the fresh bundle is opened. ``auth``: epoch_id, ntp_time."""
-        body = self.auth_body(protocol.SALT_STATUS, **auth)
-        if push_info is not None:
-            body["pushInfo"] = push_info
-        r = await self.call("POST", "/status", body)
+        r = await self.call("POST", "/status", self.status_body(push_info, **auth))
         if r.status == 200:
-            self.last_status = r.body
-            self.open_bundle(r.body["tuples"])
+            self.status_answered(r.body)
         return r
 
     async def unregister(self, **auth: Any) -> ApiResponse:
@@ -233,7 +273,7 @@ class Phone:
 
     async def report(self, code: str) -> ApiResponse:
         """``POST /report`` with every heard HELLO, unlocked by a code (PROTOCOL.md 6 and 7)."""
-        return await self.call("POST", "/report", {"token": code, "contacts": self.contacts()})
+        return await self.call("POST", "/report", self.report_body(code))
 
     async def clock_info(self) -> ApiResponse:
         return await self.call("GET", "/clock")

@@ -27,26 +27,33 @@ from robert_server.crypto_client import (
     HelloVerdict,
     RequestType,
 )
-from tests.fixtures.crypto import CryptoService, Phone
+from simulator.phone import Phone
+from tests.fixtures.crypto import CryptoService, KnownPhone
 
 STATUS, UNREGISTER = protocol.SALT_STATUS, protocol.SALT_UNREGISTER
 
 
-async def _status(svc: CryptoService, phone: Phone, *, bundle: bool = False, epoch: int | None = None):
+async def _status(svc: CryptoService, phone: KnownPhone, *, bundle: bool = False, epoch: int | None = None):
     epoch = svc.epoch_now() if epoch is None else epoch
-    ebid, _ = phone.tuple_for(epoch)
+    ebid, _ = phone.tuples[epoch]
     t = svc.clock.ntp_now()
-    mac = phone.request_mac(STATUS, ebid, epoch, t)
+    mac = protocol.request_mac(phone.k_mac, STATUS, ebid, epoch, t)
     b = Bundle(svc.epoch_now(), svc.settings.bundle_days, svc.settings.country_code) if bundle else None
     return await svc.client.authenticate(ebid, epoch, t, mac, RequestType.STATUS, bundle=b)
 
 
-def _check_bundle(svc: CryptoService, phone: Phone, first_epoch: int, bundle_days: int) -> None:
-    epochs = [t["epochId"] for t in phone.tuples]
+def _check_bundle(
+    svc: CryptoService,
+    phone: KnownPhone,
+    bundle: dict[int, tuple[bytes, bytes]],
+    first_epoch: int,
+    bundle_days: int,
+) -> None:
+    epochs = list(bundle)
     count = (EPOCHS_PER_DAY - first_epoch % EPOCHS_PER_DAY) + EPOCHS_PER_DAY * (bundle_days - 1)
     assert epochs == list(range(first_epoch, first_epoch + count))
     for epoch in (epochs[0], epochs[len(epochs) // 2], epochs[-1]):
-        ebid, ecc = phone.tuple_for(epoch)
+        ebid, ecc = bundle[epoch]
         assert protocol.decrypt_ebid(svc.day_key_of_epoch(epoch), ebid) == (epoch & 0xFFFFFF, phone.id_a)
         assert protocol.country_code(svc.keystore.federation_key(), ebid, ecc) == svc.settings.country_code
 
@@ -66,15 +73,15 @@ async def test_registration_then_status_with_bundle(crypto_service: CryptoServic
     svc = crypto_service
     phone = await svc.register_phone()
     assert len(phone.id_a) == 5
-    _check_bundle(svc, phone, svc.epoch_now(), svc.settings.bundle_days)
+    _check_bundle(svc, phone, phone.tuples, svc.epoch_now(), svc.settings.bundle_days)
     assert await svc.db[COLLECTION].count_documents({"_id": phone.id_a}) == 1
 
     svc.clock.advance(3600)  # four epochs later the phone polls /status with the current EBID
     auth = await _status(svc, phone, bundle=True)
     assert auth.id_a == phone.id_a and auth.epoch_id == svc.epoch_now()
     assert auth.sealed_tuples is not None
-    phone.open_bundle(auth.sealed_tuples)  # fresh bundle opens with the phone's K_A,tuples
-    _check_bundle(svc, phone, svc.epoch_now(), svc.settings.bundle_days)
+    fresh = phone.open_bundle(auth.sealed_tuples)  # fresh bundle opens with the phone's K_A,tuples
+    _check_bundle(svc, phone, fresh, svc.epoch_now(), svc.settings.bundle_days)
 
     plain = await _status(svc, phone)
     assert plain.sealed_tuples is None
@@ -83,19 +90,19 @@ async def test_registration_then_status_with_bundle(crypto_service: CryptoServic
 async def test_bundle_crosses_days_and_auto_rotates(crypto_service: CryptoService) -> None:
     svc = crypto_service
     phone = await svc.register_phone(bundle_days=2)
-    _check_bundle(svc, phone, svc.epoch_now(), 2)
+    _check_bundle(svc, phone, phone.tuples, svc.epoch_now(), 2)
     svc.clock.advance(4 * 86_400)  # beyond the key horizon of the store: the service adds keys
     phone2 = await svc.register_phone()
-    _check_bundle(svc, phone2, svc.epoch_now(), svc.settings.bundle_days)
+    _check_bundle(svc, phone2, phone2.tuples, svc.epoch_now(), svc.settings.bundle_days)
 
 
 async def test_request_mac_errors(crypto_service: CryptoService) -> None:
     svc = crypto_service
     phone = await svc.register_phone()
     epoch = svc.epoch_now()
-    ebid, _ = phone.tuple_for(epoch)
+    ebid, _ = phone.tuples[epoch]
     t = svc.clock.ntp_now()
-    good = phone.request_mac(STATUS, ebid, epoch, t)
+    good = protocol.request_mac(phone.k_mac, STATUS, ebid, epoch, t)
     denied = grpc.StatusCode.PERMISSION_DENIED
     bad = bytes([good[0] ^ 1]) + good[1:]
     await _expect(svc.client.authenticate(ebid, epoch, t, bad, RequestType.STATUS), denied, "INVALID_MAC")
@@ -110,7 +117,7 @@ async def test_request_mac_errors(crypto_service: CryptoService) -> None:
     await _expect(
         svc.client.authenticate(ebid, epoch - 1, t, good, RequestType.STATUS), denied, "EPOCH_MISMATCH"
     )
-    unregister = phone.request_mac(UNREGISTER, ebid, epoch, t)
+    unregister = protocol.request_mac(phone.k_mac, UNREGISTER, ebid, epoch, t)
     auth = await svc.client.authenticate(ebid, epoch, t, unregister, RequestType.UNREGISTER)
     assert auth.id_a == phone.id_a
 
@@ -132,9 +139,9 @@ async def test_unknown_identity_and_no_day_key(crypto_service: CryptoService) ->
         grpc.StatusCode.FAILED_PRECONDITION,
         "NO_KEY_FOR_DAY",
     )
-    phone = Phone.generate()
+    phone = Phone()
     await _expect(
-        svc.client.create_registration(phone.public_spki, far, 4, 0x21),
+        svc.client.create_registration(phone.public_key_spki, far, 4, 0x21),
         grpc.StatusCode.FAILED_PRECONDITION,
         "NO_KEY_FOR_DAY",
     )
@@ -180,9 +187,9 @@ async def test_bad_arguments(crypto_service: CryptoService) -> None:
     epoch, t = svc.epoch_now(), svc.clock.ntp_now()
     c = svc.client
     bad = (grpc.StatusCode.INVALID_ARGUMENT, "BAD_ARGUMENT")
-    phone = Phone.generate()
-    await _expect(c.create_registration(phone.public_spki, epoch, 0, 0x21), *bad)
-    await _expect(c.create_registration(phone.public_spki, epoch, 4, 300), *bad)
+    phone = Phone()
+    await _expect(c.create_registration(phone.public_key_spki, epoch, 0, 0x21), *bad)
+    await _expect(c.create_registration(phone.public_key_spki, epoch, 4, 300), *bad)
     await _expect(c.authenticate(b"\x01" * 7, epoch, t, b"\x00" * 32, RequestType.STATUS), *bad)
     await _expect(c.authenticate(b"\x01" * 8, epoch, b"\x00" * 3, b"\x00" * 32, RequestType.STATUS), *bad)
     await _expect(c.authenticate(b"\x01" * 8, epoch, t, b"\x00" * 31, RequestType.STATUS), *bad)
@@ -230,12 +237,12 @@ async def test_picks_up_keys_rotated_by_another_process(crypto_service: CryptoSe
 # --- ValidateContacts --------------------------------------------------------------------------------
 
 
-def _contact(phone: Phone, ebid: bytes, ecc: bytes, times: list[int], *, hello_times=None, bad_mac=()):
+def _contact(phone: KnownPhone, ebid: bytes, ecc: bytes, times: list[int], *, hello_times=None, bad_mac=()):
     """A Contact as the phone that heard it uploads it: each HELLO with its collection time."""
     hello_times = hello_times or [t & 0xFFFF for t in times]
     macs = []
     for i, th in enumerate(hello_times):
-        mac = phone.hello_mac(ecc, ebid, th)
+        mac = protocol.hello_mac(phone.k_mac, ecc, ebid, th)
         macs.append(bytes([mac[0] ^ 0x80]) + mac[1:] if i in bad_mac else mac)
     return ContactToValidate.from_lists(ebid, ecc, times, hello_times, macs)
 
@@ -401,7 +408,7 @@ async def test_robert_crypto_command(mongo_uri: str, tmp_path) -> None:
                 await asyncio.sleep(0.1)
         assert public == store.registration_public_key()
         epoch = ServiceTime(dt.date(2020, 6, 1), Clock()).current_epoch()
-        reg = await client.create_registration(Phone.generate().public_spki, epoch, 1, 0x21)
+        reg = await client.create_registration(Phone().public_key_spki, epoch, 1, 0x21)
         assert len(reg.id_a) == 5
     finally:
         await client.close()
@@ -425,9 +432,9 @@ async def test_batch_authentication_answers_each_request_as_the_unary_call_would
     t = svc.clock.ntp_now()
     bundle = Bundle(epoch, svc.settings.bundle_days, svc.settings.country_code)
 
-    def request(phone: Phone, *, salt: int = STATUS, kind=RequestType.STATUS, **kw) -> AuthRequest:
-        ebid, _ = phone.tuple_for(epoch)
-        mac = phone.request_mac(salt, ebid, epoch, t)
+    def request(phone: KnownPhone, *, salt: int = STATUS, kind=RequestType.STATUS, **kw) -> AuthRequest:
+        ebid, _ = phone.tuples[epoch]
+        mac = protocol.request_mac(phone.k_mac, salt, ebid, epoch, t)
         return AuthRequest(
             ebid, kw.get("epoch", epoch), t, kw.get("mac", mac), kind, kw.get("bundle", bundle)
         )
@@ -452,8 +459,8 @@ async def test_batch_authentication_answers_each_request_as_the_unary_call_would
     assert all(r.epoch_id == epoch for r in ok)
     first = results[0]
     assert not isinstance(first, CryptoError) and first.sealed_tuples is not None
-    alice.open_bundle(first.sealed_tuples)  # a real bundle, under Alice's K_A,tuples
-    _check_bundle(svc, alice, epoch, svc.settings.bundle_days)
+    fresh = alice.open_bundle(first.sealed_tuples)  # a real bundle, under Alice's K_A,tuples
+    _check_bundle(svc, alice, fresh, epoch, svc.settings.bundle_days)
     assert not isinstance(results[1], CryptoError) and results[1].sealed_tuples is None
     errors = {k: (r.code, r.reason) for k, r in enumerate(results) if isinstance(r, CryptoError)}
     denied = grpc.StatusCode.PERMISSION_DENIED
@@ -477,8 +484,10 @@ async def test_batch_authentication_fails_as_a_whole_when_the_service_is_down(
     svc = crypto_service
     phone = await svc.register_phone()
     epoch, t = svc.epoch_now(), svc.clock.ntp_now()
-    ebid, _ = phone.tuple_for(epoch)
-    one = AuthRequest(ebid, epoch, t, phone.request_mac(STATUS, ebid, epoch, t), RequestType.STATUS)
+    ebid, _ = phone.tuples[epoch]
+    one = AuthRequest(
+        ebid, epoch, t, protocol.request_mac(phone.k_mac, STATUS, ebid, epoch, t), RequestType.STATUS
+    )
     await svc.server.stop(None)
     with pytest.raises(CryptoError) as info:
         await svc.client.authenticate_many([one, one])

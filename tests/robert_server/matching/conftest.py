@@ -15,7 +15,7 @@ from crypto_backend import protocol
 from robert_server import contacts, registrations
 from robert_server.contacts import Contact, Hello
 from robert_server.matching.worker import MatchingConfig, Worker
-from tests.fixtures.crypto import CryptoService, Phone
+from tests.fixtures.crypto import CryptoService, KnownPhone
 
 LEASE = 60.0
 _report_ids = itertools.count()
@@ -37,7 +37,7 @@ class Matching:
     def db(self) -> Any:
         return self.cs.db
 
-    async def phone(self, registered: bool = True) -> Phone:
+    async def phone(self, registered: bool = True) -> KnownPhone:
         """A phone known to the crypto service, with a registration document unless ``registered=False``."""
         p = await self.cs.register_phone()
         if registered:
@@ -46,7 +46,7 @@ class Matching:
 
     def contact(
         self,
-        heard: Phone,
+        heard: KnownPhone,
         epoch_id: int,
         *,
         minutes: int = 15,
@@ -69,7 +69,7 @@ class Matching:
         for k, (m, i) in enumerate(itertools.product(range(minutes), range(per_minute))):
             t = t0 + 60 * m + (60 // per_minute) * i
             t16 = (t + time_shift16) & 0xFFFF
-            mac = heard.hello_mac(ecc, ebid, t16)
+            mac = protocol.hello_mac(heard.k_mac, ecc, ebid, t16)
             if k < bad_mac:
                 mac = bytes(b ^ 0xFF for b in mac)
             hellos.append(Hello(t, t16, mac, rssi))

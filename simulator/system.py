@@ -1,0 +1,305 @@
+"""A throw-away ROBERT system on this machine, one process per component: what the benchmarks, the load
+tests and (later) ``robert-sim run`` start for themselves.
+
+    with LocalSystem(("crypto", "api"), env={"ROBERT_STATUS_MIN_EPOCH_GAP": "0"}) as system:
+        key = system.server_public_key()          # what apps embed
+        ...  Phone(system.base_url, key) ...
+        print(system.cpu_seconds())               # {"crypto": 1.2, "api": 3.4, "database": 2.0}
+
+What it starts, in order, all on 127.0.0.1 with free ports and the data in a temporary folder:
+
+- the database: an embedded SecantusDB, unless ROBERT_MONGODB_URI is set (then fresh database names
+  on that server, dropped at the end);
+- a key store (``robert keys init``, with a random passphrase; auto-rotation on, so shifting the clock
+  forward works), only when the crypto service is wanted;
+- the chosen components among ``crypto``, ``codes``, ``api``, ``matcher`` (``COMPONENTS``), each as
+  ``python -m robert_server.cli ...``, and waits until each answers.
+
+Every process gets the same ``ROBERT_*`` environment (``env``): the caller's overrides on top of these
+defaults, captcha off, a clock-shift file (``shift_clock()``). ``stop()`` ends the components, then the
+database, and removes the folder. Nothing of ``robert_server`` is imported here: the system is driven
+through its command line only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from robert_common.clock import write_clock_shift
+from robert_common.mongo import EmbeddedMongo, free_port
+
+COMPONENTS: dict[str, list[str]] = {
+    "crypto": ["crypto"],
+    "codes": ["codes", "serve"],
+    "api": ["api"],
+    "matcher": ["matcher"],
+}
+ALL = tuple(COMPONENTS)
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class LaunchError(RuntimeError):
+    """The system did not start; the message says which component and ends with its log."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, in seconds (from /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class LocalSystem:
+    """The system as separate processes; a context manager (``start()`` / ``stop()`` otherwise).
+
+    ``components``: which of ``COMPONENTS`` to run. ``env``: ``ROBERT_*`` overrides for every process.
+    ``python_options``: interpreter options per component (e.g. ``{"api": ["-m", "cProfile", "-o", f]}``).
+    ``past_key_days``: day keys from that many days before today (for contacts built in the past).
+    """
+
+    def __init__(
+        self,
+        components: Iterable[str] = ALL,
+        *,
+        env: dict[str, str] | None = None,
+        python_options: dict[str, list[str]] | None = None,
+        past_key_days: int = 0,
+        ready_timeout: float = 90.0,
+    ) -> None:
+        self.components = tuple(components)
+        unknown = set(self.components) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown components: {sorted(unknown)} (known: {', '.join(COMPONENTS)})")
+        self.overrides = dict(env or {})
+        self.python_options = python_options or {}
+        self.past_key_days = past_key_days
+        self.ready_timeout = ready_timeout
+        self.dir = Path(tempfile.mkdtemp(prefix="robert-system-"))
+        self.env: dict[str, str] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.database: EmbeddedMongo | None = None
+        self._logs: list[IO[bytes]] = []
+        self._databases: list[str] = []
+        self.http_port = free_port()
+        self.metrics_port = free_port()
+        self.crypto_address = f"127.0.0.1:{free_port()}"
+        self.codes_address = f"127.0.0.1:{free_port()}"
+
+    # --- what callers use ------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def mongodb_uri(self) -> str:
+        return self.env["ROBERT_MONGODB_URI"]
+
+    @property
+    def clock_shift_file(self) -> Path:
+        return self.dir / "clock_shift"
+
+    def shift_clock(self, seconds: float) -> None:
+        """Move every component's clock to ``seconds`` from real time (re-read within a second)."""
+        write_clock_shift(self.clock_shift_file, seconds)
+
+    def robert(self, *args: str, timeout: float = 600) -> str:
+        """Run ``robert ARGS`` against this system; its standard output (LaunchError if it fails)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "robert_server.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise LaunchError(f"robert {' '.join(args[:2])} failed: {done.stderr.strip()[-300:]}")
+        return done.stdout
+
+    def server_public_key(self) -> bytes:
+        """The registration public key (SPKI DER) apps embed: ``robert keys public``."""
+        import base64
+
+        return base64.b64decode(self.robert("keys", "public").strip())
+
+    def issuer_token(self, name: str | None = None) -> str:
+        """A new code issuer's bearer token: ``robert issuers add``."""
+        name = name or f"issuer-{secrets.token_hex(4)}"
+        return self.robert("issuers", "add", name).strip().split()[-1]
+
+    def pids(self) -> dict[str, int]:
+        """Process id per running component, and ``database`` for the embedded database."""
+        out = {name: p.pid for name, p in self.processes.items()}
+        if self.database is not None and self.database.proc is not None:
+            out["database"] = self.database.proc.pid
+        return out
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far, per process of :meth:`pids` (those still running)."""
+        out = {}
+        for name, pid in self.pids().items():
+            try:
+                out[name] = cpu_seconds(pid)
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def log(self, name: str) -> str:
+        """The end of a component's log (standard output and error)."""
+        path = self.dir / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    # --- start and stop --------------------------------------------------------------------------
+
+    def start(self) -> LocalSystem:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        uri = os.environ.get("ROBERT_MONGODB_URI") or self.overrides.get("ROBERT_MONGODB_URI")
+        suffix = secrets.token_hex(4)
+        names = {
+            "ROBERT_MONGODB_DATABASE": f"robert_{suffix}",
+            "ROBERT_CRYPTO_MONGODB_DATABASE": f"robert_crypto_{suffix}",
+        }
+        if uri:  # a shared server: databases of our own, dropped at the end
+            self._databases = list(names.values())
+        else:
+            self.database = EmbeddedMongo(None)
+            uri = self.database.start()
+        self.env = {
+            **os.environ,
+            "ROBERT_DATA_DIR": str(self.dir),
+            "ROBERT_MONGODB_URI": uri,
+            **names,
+            "ROBERT_KEYSTORE_PATH": str(self.dir / "keystore.json"),
+            "ROBERT_KEYSTORE_PASSPHRASE": secrets.token_urlsafe(24),
+            "ROBERT_KEYSTORE_AUTO_ROTATE": "true",
+            "ROBERT_CLOCK_SHIFT_FILE": str(self.clock_shift_file),
+            "ROBERT_CAPTCHA": "off",
+            "ROBERT_LOG_LEVEL": "WARNING",
+            "ROBERT_HTTP_HOST": "127.0.0.1",
+            "ROBERT_HTTP_PORT": str(self.http_port),
+            "ROBERT_METRICS_HOST": "127.0.0.1",
+            "ROBERT_METRICS_PORT": str(self.metrics_port),
+            "ROBERT_CRYPTO_LISTEN": self.crypto_address,
+            "ROBERT_CRYPTO_ADDRESS": self.crypto_address,
+            "ROBERT_CODES_LISTEN": self.codes_address,
+            "ROBERT_CODES_ADDRESS": self.codes_address,
+            **self.overrides,
+        }
+        if "crypto" in self.components:
+            self._make_keystore()
+        for name in ALL:  # dependencies first: crypto, codes, api, matcher
+            if name in self.components:
+                self.processes[name] = self._spawn(name)
+                self._wait_ready(name)
+
+    def _make_keystore(self) -> None:
+        if self.past_key_days:  # keys from N days ago: initialise "then", then rotate up to today
+            self.shift_clock(-86_400 * self.past_key_days)
+            self.robert("keys", "init")
+            self.shift_clock(0)
+            self.robert("keys", "rotate")
+        else:
+            self.robert("keys", "init")
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+        log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 - closed by stop()
+        self._logs.append(log)
+        cmd = [
+            sys.executable,
+            *self.python_options.get(name, []),
+            "-m",
+            "robert_server.cli",
+            *COMPONENTS[name],
+        ]
+        return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+
+    def _wait_ready(self, name: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        proc = self.processes[name]
+        while True:
+            if proc.poll() is not None:
+                raise LaunchError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+            if self._answers(name):
+                return
+            if time.monotonic() > deadline:
+                raise LaunchError(
+                    f"{name} did not answer within {self.ready_timeout:.0f} s:\n{self.log(name)}"
+                )
+            time.sleep(0.1)
+
+    def _answers(self, name: str) -> bool:
+        if name == "api":
+            try:
+                with urllib.request.urlopen(self.base_url + "/api/v6/clock", timeout=2) as r:  # noqa: S310
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+        address = {"crypto": self.crypto_address, "codes": self.codes_address}.get(name)
+        if address is None:  # the matcher serves nothing: running is ready
+            return True
+        host, port = address.rsplit(":", 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the components (SIGTERM, then SIGKILL after 15 s), then the database; remove the folder."""
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes = {}
+        for log in self._logs:
+            log.close()
+        self._logs = []
+        if self._databases:
+            self._drop_databases()
+        if self.database is not None:
+            self.database.stop()
+            self.database = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _drop_databases(self) -> None:
+        from pymongo import MongoClient
+
+        client: MongoClient = MongoClient(self.mongodb_uri, serverSelectionTimeoutMS=5000)
+        try:
+            for name in self._databases:
+                client.drop_database(name)
+        finally:
+            client.close()
+        self._databases = []
+
+    def __enter__(self) -> LocalSystem:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
