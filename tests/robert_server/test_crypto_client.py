@@ -30,7 +30,8 @@ from robert_server.crypto_client import (
     CryptoError,
     RequestType,
 )
-from tests.fixtures.crypto import CryptoService, Phone
+from simulator.phone import Phone
+from tests.fixtures.crypto import CryptoService
 
 SERVICE = "robert.crypto.v1.CryptoService"
 GARBAGE = b"\xff"  # a truncated field tag: no message of any type parses from it
@@ -230,15 +231,15 @@ async def test_the_client_works_under_python_optimize(
     svc = crypto_service
     phone = await svc.register_phone()
     epoch, t = svc.epoch_now(), svc.clock.ntp_now()
-    ebid, _ = phone.tuple_for(epoch)
+    _, ebid, _ = phone.key_of(epoch)
     args = {
-        "spki": Phone.generate().public_spki.hex(),
+        "spki": Phone().public_key_spki.hex(),
         "epoch": epoch,
         "bundle_days": svc.settings.bundle_days,
         "cc": svc.settings.country_code,
         "ebid": ebid.hex(),
         "time": t,
-        "mac": phone.request_mac(protocol.SALT_STATUS, ebid, epoch, t).hex(),
+        "mac": protocol.request_mac(phone.k_mac, protocol.SALT_STATUS, ebid, epoch, t).hex(),
         "id_a": phone.id_a.hex(),
     }
     odd_service.answers["GetRegistrationPublicKey"] = GARBAGE
