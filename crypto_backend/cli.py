@@ -3,11 +3,13 @@
 ``robert crypto``          serve the gRPC crypto service on ROBERT_CRYPTO_LISTEN
 ``robert keys init``       create the key store (K_G, KEK, registration key pair, day keys ahead)
 ``robert keys rotate``     add the day keys ahead, destroy expired ones; ``--kek`` / ``--federation-key``
-                           also add a new KEK / K_G version
+                           also add a new KEK / K_G version; ``--kek`` then re-seals (see below)
+``robert keys reseal``     re-seal every identity under the current KEK, then retire the older ones
+                           (resumable: run it again after a crash)
 ``robert keys public``     print the registration public key (SPKI DER, base64) that apps embed
 
-The passphrase comes from ROBERT_KEYSTORE_PASSPHRASE or the file ROBERT_KEYSTORE_PASSPHRASE_FILE.
-Nothing here ever prints a secret key.
+Every ``keys`` command works on the store ROBERT_KEYSTORE names (file or pkcs11; see
+crypto_backend/keystore/setup.py for the passphrase and the PIN). Nothing here ever prints a secret key.
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ import sys
 from typing import Any
 
 from crypto_backend.keystore import (
-    FileKeyStore,
+    KeyStore,
     KeyStoreError,
+    create_keystore,
     days_ahead,
     open_keystore,
-    resolve_passphrase,
     utc_today,
 )
 from robert_common.clock import Clock
 from robert_common.logs import setup_logging
-from robert_common.settings import load_settings
+from robert_common.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("robert.crypto")
 
@@ -49,7 +51,17 @@ def register(sub: Any) -> None:  # sub: argparse._SubParsersAction
     rotate.add_argument(
         "--federation-key", action="store_true", help="also add a new K_G version (federation-wide change)"
     )
+    rotate.add_argument(
+        "--no-reseal",
+        action="store_true",
+        help="with --kek: do not re-seal now (run `robert keys reseal` later)",
+    )
     rotate.set_defaults(func=run_keys_rotate)
+    reseal = ksub.add_parser(
+        "reseal", help="re-seal identities under the current KEK, then retire the old KEK versions"
+    )
+    reseal.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port meanwhile")
+    reseal.set_defaults(func=run_keys_reseal)
     public = ksub.add_parser("public", help="print the registration public key (SPKI DER, base64)")
     public.set_defaults(func=run_keys_public)
 
@@ -73,20 +85,27 @@ def run_crypto(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(settings: Settings) -> str:
+    if settings.keystore == "pkcs11":
+        return f"PKCS#11 token {settings.pkcs11_token_label!r}"
+    return str(settings.resolved_keystore_path)
+
+
 def run_keys_init(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging(settings.log_level)
     try:
-        passphrase, dev = resolve_passphrase(settings)
-        if dev:
-            log.warning("using the development passphrase file: not for production")
-        store = FileKeyStore.create(settings.resolved_keystore_path, passphrase)
-        clock = Clock(settings.clock_shift_file)
-        result = store.rotate(utc_today(clock), days_ahead(settings), settings.key_retention_days)
+        store = create_keystore(settings)
+        try:
+            clock = Clock(settings.clock_shift_file)
+            result = store.rotate(utc_today(clock), days_ahead(settings), settings.key_retention_days)
+            public = store.registration_public_key()
+        finally:
+            store.close()
     except KeyStoreError as e:
         return _fail(str(e))
-    print(f"created {store.path}: {len(result.added)} day keys, registration public key:")
-    print(base64.b64encode(store.registration_public_key()).decode())
+    print(f"created {_where(settings)}: {len(result.added)} day keys, registration public key:")
+    print(base64.b64encode(public).decode())
     return 0
 
 
@@ -95,16 +114,66 @@ def run_keys_rotate(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     try:
         store = open_keystore(settings)
-        clock = Clock(settings.clock_shift_file)
-        result = store.rotate(utc_today(clock), days_ahead(settings), settings.key_retention_days)
-        print(f"day keys: {len(result.added)} added, {len(result.purged)} destroyed")
-        if args.kek:
-            print(f"KEK version {store.rotate_kek()} now seals new identities")
-        if args.federation_key:
-            print(f"K_G version {store.rotate_federation_key()} now in use")
+        try:
+            clock = Clock(settings.clock_shift_file)
+            result = store.rotate(utc_today(clock), days_ahead(settings), settings.key_retention_days)
+            print(f"day keys: {len(result.added)} added, {len(result.purged)} destroyed")
+            if args.federation_key:
+                print(f"K_G version {store.rotate_federation_key()} now in use")
+            if args.kek:
+                print(f"KEK version {store.rotate_kek()} now seals new identities", flush=True)
+                if not args.no_reseal:
+                    return _reseal(settings, store, None)
+        finally:
+            store.close()
     except KeyStoreError as e:
         return _fail(str(e))
     return 0
+
+
+def run_keys_reseal(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    try:
+        store = open_keystore(settings)
+    except KeyStoreError as e:
+        return _fail(str(e))
+    try:
+        return _reseal(settings, store, args.metrics_port)
+    finally:
+        store.close()
+
+
+def _reseal(settings: Settings, store: KeyStore, metrics_port: int | None) -> int:
+    """Re-seal every identity under the store's current KEK, then retire the old versions."""
+    from crypto_backend.identities import IdentityStore, reseal
+    from robert_common.mongo import open_database
+
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.metrics_host)
+
+    async def run() -> int:
+        async with open_database(settings, "robert keys reseal", settings.crypto_mongodb_database) as db:
+            report = await reseal(
+                IdentityStore(db, store),
+                batch=settings.kek_reseal_batch,
+                rate=settings.kek_reseal_rate,
+                retire_after=settings.kek_retire_grace_seconds,
+            )
+        print(f"re-sealed {report.resealed} identities in {report.passes} passes", flush=True)
+        if report.broken:
+            return _fail(f"{report.broken} identities do not open; old KEK versions kept")
+        print(f"KEK in use: {store.kek_version}; retired: {report.retired or 'none'}")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except SettingsError as e:
+        return _fail(str(e))
+    except KeyStoreError as e:
+        return _fail(str(e))
 
 
 def run_keys_public(args: argparse.Namespace) -> int:
@@ -113,5 +182,8 @@ def run_keys_public(args: argparse.Namespace) -> int:
         store = open_keystore(settings)
     except KeyStoreError as e:
         return _fail(str(e))
-    print(base64.b64encode(store.registration_public_key()).decode())
+    try:
+        print(base64.b64encode(store.registration_public_key()).decode())
+    finally:
+        store.close()
     return 0

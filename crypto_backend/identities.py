@@ -9,6 +9,9 @@ The one place that reads and writes it. Document::
 
 Both per-phone keys are sealed together: every reader needs K_A,mac, and one GCM operation is
 cheaper than two. Nothing is cached: keys are opened for one call and dropped with it.
+
+After a KEK rotation, :func:`reseal` moves every identity to the new KEK and then retires the old
+versions (``robert keys reseal``, see crypto_backend/cli.py).
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from prometheus_client import Counter, Gauge
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -34,6 +40,12 @@ CLIENT_KEY_SIZE = 32
 IN_CHUNK = 50  # ids per $in read (see get_many)
 IN_FLIGHT = 8  # concurrent $in reads of one get_many
 MAX_ID_ATTEMPTS = 16  # 40-bit ids: a second collision in a row means something else is wrong
+
+RESEALED = Counter("robert_crypto_resealed_total", "Identities re-sealed under a newer KEK")
+RESEAL_BROKEN = Counter("robert_crypto_reseal_broken_total", "Identities that did not open during a re-seal")
+RESEAL_LEFT = Gauge(
+    "robert_crypto_reseal_pending", "Identities found under an old KEK in the last re-seal pass"
+)
 
 
 class IdentityError(Exception):
@@ -123,7 +135,142 @@ class IdentityStore:
             log.error("sealed identities do not open; treated as unknown", extra={"count": broken})
         return out
 
+    async def reseal_page(self, after: bytes, limit: int) -> tuple[bytes | None, int, int]:
+        """Re-seal up to ``limit`` identities with ``_id > after`` sealed under an older KEK than the
+        current one: ``(last _id read or None at the end, re-sealed, broken)``.
+
+        Each write is conditional on the old version (``_id`` then ``kek_version`` in the filter): an
+        identity is sealed anew at most once per version, whatever crashes or runs beside it, and
+        one never moves to an older KEK (``$lt``: another re-seal may already be on a newer one).
+        """
+        current = self.keystore.kek_version
+        docs = (
+            await self.collection.find({"_id": {"$gt": after}, "kek_version": {"$lt": current}})
+            .sort("_id", 1)
+            .limit(limit)
+            .to_list()
+        )
+        if not docs:
+            return None, 0, 0
+        writes, broken = [], 0
+        for doc in docs:
+            try:
+                identity = self._open(doc)
+            except IdentityError:
+                broken += 1  # left under its old KEK: the old version is then not retired
+                continue
+            version, sealed = self.keystore.seal(identity.k_mac + identity.k_tuples, identity.id_a)
+            writes.append(
+                UpdateOne(
+                    {"_id": identity.id_a, "kek_version": doc["kek_version"]},
+                    {"$set": {"keys": sealed, "kek_version": version}},
+                )
+            )
+        resealed = 0
+        if writes:
+            result = await self.collection.bulk_write(writes, ordered=False)
+            resealed = result.modified_count
+        return bytes(docs[-1]["_id"]), resealed, broken
+
     async def delete(self, id_a: bytes) -> bool:
         """Forget an identity; False when there was none."""
         result = await self.collection.delete_one({"_id": id_a})
         return result.deleted_count == 1
+
+
+@dataclass
+class ResealReport:
+    resealed: int = 0  # identities moved to the current KEK by this run
+    broken: int = 0  # identities that did not open (left as they were)
+    passes: int = 0
+    retired: list[int] | None = None  # KEK versions destroyed at the end
+
+
+async def reseal(
+    identities: IdentityStore,
+    *,
+    batch: int,
+    rate: float,
+    retire_after: float,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> ResealReport:
+    """Move every identity to the current KEK, then retire the older KEK versions (PROTOCOL.md 2).
+
+    Passes over the collection by ``_id`` pages of ``batch``, at most ``rate`` identities a second
+    (0: no limit), until a whole pass finds none under an older KEK: that count, not an assumption,
+    allows retirement. Retirement also waits until ``retire_after`` seconds since the start, so that
+    running crypto services have reloaded the store and seal with the new KEK (they check every 10 s),
+    and one more pass then catches what they sealed meanwhile. Resumable: a run killed at any point
+    leaves identities under either version, both of which open; the next run skips the done ones.
+    An identity that does not open keeps its old KEK alive (error in the log, nothing retired).
+    """
+    report = ResealReport()
+    started = monotonic()
+    current = identities.keystore.kek_version
+    total = await identities.collection.estimated_document_count()
+    log.info("re-seal started", extra={"kek_version": current, "identities": total})
+    waited = False
+    while True:
+        report.passes += 1
+        found = await _reseal_pass(identities, report, batch, rate, total, monotonic)
+        RESEAL_LEFT.set(found)
+        if report.broken:
+            log.error(
+                "re-seal left identities that do not open; old KEK versions are kept",
+                extra={"broken": report.broken},
+            )
+            return report
+        if found:
+            continue  # something was re-sealed: count again
+        if waited:
+            break
+        wait = retire_after - (monotonic() - started)
+        if wait > 0:
+            log.info("re-seal waits before retiring old KEKs", extra={"seconds": round(wait, 1)})
+            await asyncio.sleep(wait)
+        waited = True
+    store = identities.keystore
+    store.reload()
+    if store.kek_version != current:
+        log.warning(
+            "the KEK was rotated again during the re-seal; run it again", extra={"kek_version": current}
+        )
+        report.retired = []
+        return report
+    report.retired = [v for v in store.kek_versions() if v < current]
+    for version in report.retired:
+        store.retire_kek(version)
+    log.info(
+        "re-seal finished",
+        extra={"resealed": report.resealed, "passes": report.passes, "retired": report.retired},
+    )
+    return report
+
+
+async def _reseal_pass(
+    identities: IdentityStore,
+    report: ResealReport,
+    batch: int,
+    rate: float,
+    total: int,
+    monotonic: Callable[[], float],
+) -> int:
+    """One pass over all ``_id``: identities found under an older KEK (re-sealed or broken)."""
+    after, found = b"", 0
+    while True:
+        page_started = monotonic()
+        last, resealed, broken = await identities.reseal_page(after, batch)
+        if last is None:
+            return found
+        after = last
+        found += resealed + broken
+        report.resealed += resealed
+        report.broken += broken
+        RESEALED.inc(resealed)
+        RESEAL_BROKEN.inc(broken)
+        log.info(
+            "re-seal progress",
+            extra={"resealed": report.resealed, "identities": total, "broken": report.broken},
+        )
+        if rate > 0:
+            await asyncio.sleep(max(0.0, (resealed + broken) / rate - (monotonic() - page_started)))

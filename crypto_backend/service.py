@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from crypto_backend import protocol, validation
 from crypto_backend.identities import Identity, IdentityError, IdentityStore
-from crypto_backend.keystore import FileKeyStore, KeyStore, days_ahead, utc_today
+from crypto_backend.keystore import KeyStore, days_ahead, utc_today
 from robert_common.clock import EPOCHS_PER_DAY, Clock, ServiceTime
 from robert_common.rpc import crypto_pb2 as pb
 from robert_common.rpc import crypto_pb2_grpc as pb_grpc
@@ -136,18 +136,16 @@ class CryptoServicer(pb_grpc.CryptoServiceServicer):
     # --- keys ----------------------------------------------------------------------------------
 
     def refresh_keys(self, *, force: bool = False) -> None:
-        """Pick up ``robert keys rotate`` (file changed) and, with auto-rotation, add missing day keys
-        and purge expired ones. Checked every KEYSTORE_CHECK_SECONDS, and whenever a day key is
-        missing (``force``): both checks are a stat and a few dict look-ups."""
+        """Pick up ``robert keys rotate`` (file or token changed) and, with auto-rotation, add missing
+        day keys and purge expired ones. Checked every KEYSTORE_CHECK_SECONDS, and whenever a day key
+        is missing (``force``): a stat of the file, or one object listing of the token (under 1 ms)."""
         store = self.keystore
         now = time.monotonic()
-        if not isinstance(store, FileKeyStore) or (
-            not force and now - self._checked_at < KEYSTORE_CHECK_SECONDS
-        ):
+        if not force and now - self._checked_at < KEYSTORE_CHECK_SECONDS:
             return
         self._checked_at = now
         try:
-            if store.changed_on_disk():
+            if store.changed():
                 store.reload()
                 log.info("key store reloaded", extra={"days": len(store.days())})
             today, ahead = utc_today(self.clock), days_ahead(self.settings)
@@ -414,13 +412,12 @@ class CryptoServer:
 
 async def serve(settings: Settings, clock: Clock) -> None:
     """``robert crypto``: open the key store and the crypto database, serve until cancelled."""
-    from crypto_backend.keystore import open_keystore, resolve_passphrase
+    from crypto_backend.keystore import is_dev_keystore, open_keystore
     from robert_common.mongo import mongo_client, require_uri
     from robert_common.signals import stop_event
 
     keystore = open_keystore(settings)
-    _, dev = resolve_passphrase(settings)
-    auto_rotate = settings.keystore_auto_rotate or dev
+    auto_rotate = settings.keystore_auto_rotate or is_dev_keystore(settings)
     if auto_rotate:
         today, ahead = utc_today(clock), days_ahead(settings)
         if keystore.needs_rotation(today, ahead, settings.key_retention_days):
@@ -442,6 +439,7 @@ async def serve(settings: Settings, clock: Clock) -> None:
     finally:
         await server.stop(2.0)
         await client.close()
+        keystore.close()
 
 
 __all__ = ["CryptoServer", "CryptoServicer", "IdentityError", "RpcFailure", "serve"]

@@ -82,6 +82,28 @@ class Settings(BaseSettings):
     crypto_metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Port of the crypto service's Prometheus metrics; unset: none"
     )
+    keystore: Literal["file", "pkcs11"] = Field(
+        "file", description="Where the server keys live: an encrypted file (development) or a PKCS#11 token"
+    )
+    pkcs11_module: Path | None = Field(
+        None, description="PKCS#11 library of the HSM (e.g. /usr/lib/softhsm/libsofthsm2.so)"
+    )
+    pkcs11_token_label: str = Field("robert", min_length=1, description="Label of the PKCS#11 token")
+    pkcs11_pin: SecretStr | None = Field(None, description="User PIN of the PKCS#11 token")
+    pkcs11_pin_file: Path | None = Field(
+        None, description="File holding the PKCS#11 user PIN (used when ROBERT_PKCS11_PIN is unset)"
+    )
+    kek_reseal_batch: int = Field(
+        500, ge=1, le=10000, description="Identities re-sealed per batch after a KEK rotation"
+    )
+    kek_reseal_rate: float = Field(
+        2000.0, ge=0, description="Identities re-sealed per second at most after a KEK rotation; 0: no limit"
+    )
+    kek_retire_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a new KEK is in use before the old one may be retired (running services reload)",
+    )
 
     # --- phone API (robert_server.api) ---------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Address the phone API listens on")

@@ -12,6 +12,7 @@ No method may put key bytes into an exception message or a log record.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
@@ -19,13 +20,24 @@ class KeyStoreError(Exception):
     """A key store that cannot be read, written or used. Messages never contain key material."""
 
 
+class NoKeysError(KeyStoreError):
+    """The store exists (a reachable token) but holds no ROBERT keys yet: ``robert keys init``."""
+
+
 class UnknownKeyVersionError(KeyStoreError):
     """A sealed value names a KEK version this store does not hold."""
 
 
+@dataclass(frozen=True)
+class RotationResult:
+    added: list[dt.date]
+    purged: list[dt.date]
+
+
 @runtime_checkable
 class KeyStore(Protocol):
-    """What the crypto service needs from a key store (file today, HSM tomorrow)."""
+    """What the crypto service and ``robert keys`` need from a key store (an encrypted file, or a
+    PKCS#11 token: crypto_backend/keystore/file.py, pkcs11.py)."""
 
     def day_key(self, day: dt.date) -> bytes | None:
         """``K_S(day)`` (24 bytes), or None when the store holds no key for that UTC day."""
@@ -64,4 +76,43 @@ class KeyStore(Protocol):
 
     def unseal(self, kek_version: int, sealed: bytes, associated_data: bytes) -> bytes:
         """Open what :meth:`seal` produced; KeyStoreError if it does not authenticate."""
+        ...
+
+    # --- custody: rotation, retirement, picking up another process's changes ---------------------
+
+    def kek_versions(self) -> list[int]:
+        """The KEK versions this store holds, in order (the current one is the highest)."""
+        ...
+
+    def needs_rotation(self, today: dt.date, days_ahead: int, retention_days: int) -> bool:
+        """True when a day key from ``today`` to ``today + days_ahead`` is missing or one has expired."""
+        ...
+
+    def rotate(self, today: dt.date, days_ahead: int, retention_days: int) -> RotationResult:
+        """Add the missing day keys up to ``today + days_ahead``, destroy those older than
+        ``today - retention_days`` (PROTOCOL.md 2)."""
+        ...
+
+    def rotate_kek(self) -> int:
+        """Add a new KEK version, used by :meth:`seal` from now on; return it."""
+        ...
+
+    def rotate_federation_key(self) -> int:
+        """Add a new K_G version, used from now on (a federation-wide change); return it."""
+        ...
+
+    def retire_kek(self, version: int) -> None:
+        """Destroy an old KEK version (never the current one): what it sealed no longer opens."""
+        ...
+
+    def changed(self) -> bool:
+        """True when another process (``robert keys``) changed the store since it was loaded."""
+        ...
+
+    def reload(self) -> None:
+        """Read the store again (after :meth:`changed`)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the store holds open (a PKCS#11 session); key bytes in memory are dropped."""
         ...

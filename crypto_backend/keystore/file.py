@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from crypto_backend import protocol
-from crypto_backend.keystore.base import KeyStoreError, UnknownKeyVersionError
+from crypto_backend.keystore.base import KeyStoreError, RotationResult, UnknownKeyVersionError
 
 FORMAT = "robert-keystore/1"
 DAY_KEY_SIZE = 24  # K_S: SKINNY-64/192 key
@@ -125,12 +125,6 @@ class KeyMaterial:
         )
         if not ok:
             raise KeyStoreError("key store content is inconsistent")
-
-
-@dataclass(frozen=True)
-class RotationResult:
-    added: list[dt.date]
-    purged: list[dt.date]
 
 
 def _header(salt: bytes, n: int, r: int, p: int) -> dict[str, Any]:
@@ -287,6 +281,12 @@ class FileKeyStore:
     def changed_on_disk(self) -> bool:
         return self._file_stamp() != self._stamp
 
+    def changed(self) -> bool:
+        return self.changed_on_disk()
+
+    def close(self) -> None:
+        """Nothing is held open between calls."""
+
     def reload(self) -> None:
         """Re-read the file (after ``robert keys rotate`` changed it)."""
         self._header, self._material = _read(self.path, self._passphrase, self._derived)
@@ -343,6 +343,19 @@ class FileKeyStore:
 
         version: int = self._update(change)
         return version
+
+    def kek_versions(self) -> list[int]:
+        return sorted(self._material.keks)
+
+    def retire_kek(self, version: int) -> None:
+        """Destroy KEK ``version`` once nothing sealed under it remains (see crypto_backend/reseal.py)."""
+
+        def change(m: KeyMaterial) -> None:
+            if version == m.kek_version:
+                raise KeyStoreError("the current KEK cannot be retired")
+            m.keks.pop(version, None)
+
+        self._update(change)
 
     def rotate_federation_key(self) -> int:
         """Add a new K_G and use it from now on (a federation-wide change: all servers at once)."""

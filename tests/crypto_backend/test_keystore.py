@@ -201,8 +201,8 @@ def test_cli_init_rotate_public(
     monkeypatch.delenv("ROBERT_KEYSTORE_PATH", raising=False)
     assert robert_main(["keys", "init"]) == 0
     assert robert_main(["keys", "init"]) == 1  # never overwrites
-    assert robert_main(["keys", "rotate", "--kek"]) == 0
-    capsys.readouterr()
+    assert robert_main(["keys", "rotate", "--kek", "--no-reseal"]) == 0
+    assert "KEK version 2" in capsys.readouterr().out
     assert robert_main(["keys", "public"]) == 0
     out = capsys.readouterr().out.strip()
     public = serialization.load_der_public_key(base64.b64decode(out))
