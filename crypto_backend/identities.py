@@ -209,9 +209,9 @@ async def reseal(
     current = identities.keystore.kek_version
     total = await identities.collection.estimated_document_count()
     log.info("re-seal started", extra={"kek_version": current, "identities": total})
-    waited = False
     while True:
         report.passes += 1
+        pass_started = monotonic()
         found = await _reseal_pass(identities, report, batch, rate, total, monotonic)
         RESEAL_LEFT.set(found)
         if report.broken:
@@ -222,13 +222,11 @@ async def reseal(
             return report
         if found:
             continue  # something was re-sealed: count again
-        if waited:
-            break
-        wait = retire_after - (monotonic() - started)
-        if wait > 0:
-            log.info("re-seal waits before retiring old KEKs", extra={"seconds": round(wait, 1)})
-            await asyncio.sleep(wait)
-        waited = True
+        wait = retire_after - (pass_started - started)
+        if wait <= 0:
+            break  # a whole pass, begun after the grace period, found nothing under an older KEK
+        log.info("re-seal waits before retiring old KEKs", extra={"seconds": round(wait, 1)})
+        await asyncio.sleep(wait)
     store = identities.keystore
     store.reload()
     if store.kek_version != current:
