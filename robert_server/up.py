@@ -1,8 +1,9 @@
 """``robert up``: the whole system on one machine, on the embedded defaults.
 
 Starts, in order: the embedded database (only when ROBERT_MONGODB_URI is unset), a development key
-store (only if none exists; with ROBERT_KEYSTORE=pkcs11, the keys in the token if it holds none), then one process of each component: ``robert crypto``, ``robert codes
-serve``, ``robert api`` and ``robert matcher``. Every child gets the same settings through the
+store (only if none exists; with ROBERT_KEYSTORE=pkcs11, the keys in the token if it holds none),
+then one process of each component: ``robert crypto``, ``robert codes serve``, ``robert api`` and
+``robert matcher``. Every child gets the same settings through the
 environment. Ctrl-C (or SIGTERM) stops the children, then the database. If a child dies, the others
 are stopped too and ``robert up`` exits non-zero: a half-running system is worse than a stopped one.
 """
