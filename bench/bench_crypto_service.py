@@ -2,10 +2,11 @@
 
 Starts the database and ``robert crypto`` as its own process (``simulator.system.LocalSystem``, so its
 CPU time can be read), then prints: CreateRegistration/s, AuthenticateRequest-with-bundle/s and the
-server's CPU ms per call, AuthenticateRequests (batches of 100) per request, and ValidateContacts HELLOs/s for a batch of 1000
-contacts x 100 HELLOs. Phones are the simulator's (``simulator.phone.Phone``), talking to the service
-directly. Twice: with the file key store, then with the PKCS#11 one on a SoftHSM2 token (see
-bench/bench_keystore.py); the server CPU of that run includes SoftHSM2's work, done in the crypto process.
+server's CPU ms per call, AuthenticateRequests (batches of 100) per request, and ValidateContacts
+HELLOs/s for a batch of 1000 contacts x 100 HELLOs. Phones are the simulator's
+(``simulator.phone.Phone``), talking to the service directly. Twice: with the file key store, then
+with the PKCS#11 one on a SoftHSM2 token (see bench/bench_keystore.py); the server CPU of that run
+includes SoftHSM2's work, done in the crypto process.
 """
 
 from __future__ import annotations

@@ -53,8 +53,9 @@ def _softhsm() -> tuple[Path, Path] | None:
         f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
     )
     for label in TOKENS:
+        init = [util, "--init-token", "--free", "--label", f"bench-{label}", "--so-pin", "so-" + PIN]
         subprocess.run(
-            [util, "--init-token", "--free", "--label", f"bench-{label}", "--so-pin", "so-" + PIN, "--pin", PIN],
+            [*init, "--pin", PIN],
             env={**os.environ, "SOFTHSM2_CONF": str(conf)}, check=True, capture_output=True,
         )  # fmt: skip
     os.environ["SOFTHSM2_CONF"] = str(conf)
