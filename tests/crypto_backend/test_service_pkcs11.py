@@ -40,8 +40,9 @@ async def hsm_crypto_service(
     settings = settings.model_copy(update={"crypto_address": address})
     client = CryptoClient(address, settings.crypto_timeout)
     try:
+        service_time = ServiceTime(settings.time_start_date, clock)
         yield CryptoService(
-            address=address, settings=settings, clock=clock, time=ServiceTime(settings.time_start_date, clock),
+            address=address, settings=settings, clock=clock, time=service_time,
             keystore=keystore, client=client, server=server, db=db,  # type: ignore[arg-type]
         )  # fmt: skip
     finally:
