@@ -146,6 +146,8 @@ def run_keys_reseal(args: argparse.Namespace) -> int:
 
 def _reseal(settings: Settings, store: KeyStore, metrics_port: int | None) -> int:
     """Re-seal every identity under the store's current KEK, then retire the old versions."""
+    from pymongo.errors import PyMongoError
+
     from crypto_backend.identities import IdentityStore, reseal
     from robert_common.mongo import open_database
 
@@ -162,7 +164,8 @@ def _reseal(settings: Settings, store: KeyStore, metrics_port: int | None) -> in
                 rate=settings.kek_reseal_rate,
                 retire_after=settings.kek_retire_grace_seconds,
             )
-        print(f"re-sealed {report.resealed} identities in {report.passes} passes", flush=True)
+        done = f"re-sealed {report.resealed} identities ({report.sealed} seal operations)"
+        print(f"{done} in {report.passes} passes", flush=True)
         if report.broken:
             return _fail(f"{report.broken} identities do not open; old KEK versions kept")
         print(f"KEK in use: {store.kek_version}; retired: {report.retired or 'none'}")
@@ -170,10 +173,10 @@ def _reseal(settings: Settings, store: KeyStore, metrics_port: int | None) -> in
 
     try:
         return asyncio.run(run())
-    except SettingsError as e:
+    except (SettingsError, KeyStoreError) as e:
         return _fail(str(e))
-    except KeyStoreError as e:
-        return _fail(str(e))
+    except PyMongoError as e:
+        return _fail(f"database error ({type(e).__name__}); run `robert keys reseal` again to resume")
 
 
 def run_keys_public(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from prometheus_client import Counter, Gauge
 from pymongo import UpdateOne
@@ -135,9 +136,9 @@ class IdentityStore:
             log.error("sealed identities do not open; treated as unknown", extra={"count": broken})
         return out
 
-    async def reseal_page(self, after: bytes, limit: int) -> tuple[bytes | None, int, int]:
+    async def reseal_page(self, after: bytes, limit: int) -> ResealPage:
         """Re-seal up to ``limit`` identities with ``_id > after`` sealed under an older KEK than the
-        current one: ``(last _id read or None at the end, re-sealed, broken)``.
+        current one (see :class:`ResealPage`).
 
         Each write is conditional on the old version (``_id`` then ``kek_version`` in the filter): an
         identity is sealed anew at most once per version, whatever crashes or runs beside it, and
@@ -151,7 +152,7 @@ class IdentityStore:
             .to_list()
         )
         if not docs:
-            return None, 0, 0
+            return ResealPage(None, 0, 0, 0)
         writes, broken = [], 0
         for doc in docs:
             try:
@@ -170,7 +171,7 @@ class IdentityStore:
         if writes:
             result = await self.collection.bulk_write(writes, ordered=False)
             resealed = result.modified_count
-        return bytes(docs[-1]["_id"]), resealed, broken
+        return ResealPage(bytes(docs[-1]["_id"]), len(writes), resealed, broken)
 
     async def delete(self, id_a: bytes) -> bool:
         """Forget an identity; False when there was none."""
@@ -178,8 +179,16 @@ class IdentityStore:
         return result.deleted_count == 1
 
 
+class ResealPage(NamedTuple):
+    last: bytes | None  # the last _id read (where the next page starts), None past the end
+    sealed: int  # KEK seal operations made
+    resealed: int  # identities written under the current KEK (fewer if one changed meanwhile)
+    broken: int  # identities that did not open
+
+
 @dataclass
 class ResealReport:
+    sealed: int = 0  # KEK seal operations made by this run
     resealed: int = 0  # identities moved to the current KEK by this run
     broken: int = 0  # identities that did not open (left as they were)
     passes: int = 0
@@ -257,11 +266,12 @@ async def _reseal_pass(
     after, found = b"", 0
     while True:
         page_started = monotonic()
-        last, resealed, broken = await identities.reseal_page(after, batch)
+        last, sealed, resealed, broken = await identities.reseal_page(after, batch)
         if last is None:
             return found
         after = last
         found += resealed + broken
+        report.sealed += sealed
         report.resealed += resealed
         report.broken += broken
         RESEALED.inc(resealed)

@@ -203,6 +203,10 @@ def test_cli_init_rotate_public(
     assert robert_main(["keys", "init"]) == 1  # never overwrites
     assert robert_main(["keys", "rotate", "--kek", "--no-reseal"]) == 0
     assert "KEK version 2" in capsys.readouterr().out
+    monkeypatch.delenv("ROBERT_MONGODB_URI", raising=False)
+    assert robert_main(["keys", "reseal"]) == 1  # needs the crypto database: a clear message
+    err = capsys.readouterr().err
+    assert "ROBERT_MONGODB_URI" in err and "Traceback" not in err
     assert robert_main(["keys", "public"]) == 0
     out = capsys.readouterr().out.strip()
     public = serialization.load_der_public_key(base64.b64decode(out))

@@ -78,13 +78,13 @@ async def test_reseal_moves_everything_then_retires(
     newer = await _identities(db, store, 2)  # sealed under 2 already: never touched
     keys.update(newer[1])
     report = await reseal(identities, batch=5, rate=0, retire_after=0)
-    assert report.resealed == 23 and report.broken == 0 and report.retired == [1]
+    assert report.resealed == report.sealed == 23 and report.broken == 0 and report.retired == [1]
     assert report.passes == 2  # one that re-sealed, one that counted none left
     assert await _versions(db) == {2: 25}
     assert store.kek_versions() == [2]
     await _all_open(identities, keys)
     again = await reseal(identities, batch=5, rate=0, retire_after=0)
-    assert again.resealed == 0 and again.retired == []
+    assert again.resealed == again.sealed == 0 and again.retired == []
 
 
 async def test_an_identity_that_does_not_open_keeps_the_old_kek(
@@ -197,7 +197,7 @@ async def test_reseal_killed_halfway_resumes_without_sealing_twice(
     second = subprocess.run([*cmd, "reseal"], env=env, capture_output=True, text=True, timeout=120)  # noqa: ASYNC221
     assert second.returncode == 0, second.stderr
     # The resumed run sealed exactly the identities the first left under KEK 1: none twice.
-    assert f"re-sealed {halfway[1]} identities" in second.stdout
+    assert f"re-sealed {halfway[1]} identities ({halfway[1]} seal operations)" in second.stdout
     assert "retired: [1]" in second.stdout
     assert "Traceback" not in second.stderr
     assert await _versions(db) == {2: total}
