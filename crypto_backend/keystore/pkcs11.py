@@ -106,17 +106,20 @@ def _open_session(module: Path, token_label: str, pin: str) -> Any:
         raise KeyStoreError(f"several PKCS#11 tokens are labelled {token_label!r}") from None
     key, digest = (str(module), token_label), hashlib.sha256(pin.encode()).digest()
     with _LOGINS_LOCK:
+        login = _LOGINS.get(key)
         try:
-            login = _LOGINS.get(key)
             if login is None:
                 login = _Login(token.open(rw=True, user_pin=pin), digest)
                 _LOGINS[key] = login
             elif not hmac.compare_digest(login.pin_digest, digest):
                 raise p11.PinIncorrect()
             session = token.open(rw=True)
-        except (p11.PinIncorrect, p11.PinLenRange, p11.PinInvalid):
-            raise KeyStoreError(f"wrong PIN for the PKCS#11 token {token_label!r}") from None
         except p11.PKCS11Error as e:
+            if login is not None and login.users == 0:  # logged in for this call only: undo it
+                del _LOGINS[key]
+                login.anchor.close()
+            if isinstance(e, p11.PinIncorrect | p11.PinLenRange | p11.PinInvalid):
+                raise KeyStoreError(f"wrong PIN for the PKCS#11 token {token_label!r}") from None
             raise KeyStoreError(
                 f"cannot open the PKCS#11 token {token_label!r}: {type(e).__name__}"
             ) from None

@@ -247,3 +247,20 @@ def test_cli_init_rotate_public_on_the_token(
     assert robert_main(["keys", "public"]) == 1
     err = capsys.readouterr().err
     assert "wrong PIN" in err and "Traceback" not in err and "0000-wrong" not in err
+
+
+def test_stores_of_one_process_share_the_login(softhsm: SoftHsmToken) -> None:
+    """PKCS#11 logs in a whole process: a second store neither fails nor logs the first one out when it
+    closes, and a wrong PIN is refused even though the process is logged in already."""
+    first = _store(softhsm)
+    try:
+        second = Pkcs11KeyStore.open(softhsm.module, softhsm.label, PIN)
+        second.close()
+        with pytest.raises(KeyStoreError, match="wrong PIN"):
+            Pkcs11KeyStore.open(softhsm.module, softhsm.label, "0000-wrong")
+        version, sealed = first.seal(b"s" * 64, b"id_a1")  # still logged in
+        assert first.unseal(version, sealed, b"id_a1") == b"s" * 64
+    finally:
+        first.close()
+    with pytest.raises(KeyStoreError, match="wrong PIN"):
+        Pkcs11KeyStore.open(softhsm.module, softhsm.label, "0000-wrong")
