@@ -155,6 +155,7 @@ def test_rotation_versions_retirement_and_another_process(softhsm: SoftHsmToken)
         k_g = store.federation_key()
         assert store.rotate_federation_key() == 2 and store.federation_key() != k_g
         # another process rotates the KEK: this one notices, reloads, and still opens version 1
+        store.change_check_interval = 3600
         assert not store.changed()
         env = {**os.environ, **softhsm.env()}
         code = (
@@ -165,6 +166,8 @@ def test_rotation_versions_retirement_and_another_process(softhsm: SoftHsmToken)
             [sys.executable, "-c", code], env=env, capture_output=True, check=True, text=True
         )
         assert out.stdout.strip() == "2"
+        assert not store.changed()  # listed less than change_check_interval ago: not listed again
+        store.change_check_interval = 0
         assert store.changed()
         store.reload()
         assert store.kek_versions() == [1, 2] and store.kek_version == 2
