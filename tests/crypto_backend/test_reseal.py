@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo.asynchronous.database import AsyncDatabase
 
 from crypto_backend.identities import IdentityStore, reseal
@@ -77,7 +78,10 @@ async def test_reseal_moves_everything_then_retires(
     assert store.rotate_kek() == 2
     newer = await _identities(db, store, 2)  # sealed under 2 already: never touched
     keys.update(newer[1])
+    before = REGISTRY.get_sample_value("robert_crypto_resealed_total") or 0.0
     report = await reseal(identities, batch=5, rate=0, retire_after=0)
+    assert REGISTRY.get_sample_value("robert_crypto_resealed_total") == before + 23  # progress metric
+    assert REGISTRY.get_sample_value("robert_crypto_reseal_pending") == 0
     assert report.resealed == report.sealed == 23 and report.broken == 0 and report.retired == [1]
     assert report.passes == 2  # one that re-sealed, one that counted none left
     assert await _versions(db) == {2: 25}
