@@ -3,12 +3,14 @@
 A source that fails ``codes_rate_limit_failures`` times within ``codes_rate_limit_window`` seconds is
 locked out for ``codes_rate_limit_lockout`` seconds: with 20 tries per 10 minutes, guessing one of
 the live short codes among 36^6 takes a single source decades. Sources are stored as an HMAC.
+An attempt is counted *before* its code is checked, in one conditional update (:meth:`RateLimiter.acquire`),
+and given back if the code was good: so parallel guesses cannot overrun the limit.
 
 Document of the ``code_attempts`` collection::
 
     _id           bytes(16)  HMAC of the source address
     window_start  datetime   start of the current counting window
-    failures      int        failures in that window
+    failures      int        failed (or in-flight) attempts in that window
     locked_until  datetime   end of the lock-out (1970 if never locked: filters avoid ``$or``)
 """
 
@@ -38,30 +40,77 @@ class RateLimiter:
         metrics.RATE_LIMIT_LOCKOUT.set(settings.codes_rate_limit_lockout)
 
     async def is_locked(self, source: bytes, now: dt.datetime) -> bool:
-        """One read by ``_id``."""
+        """One read by ``_id``: a cheap early refusal (the atomic decision is :meth:`acquire`)."""
         doc = await self._coll.find_one({"_id": source, "locked_until": {"$gt": now}}, {"_id": 1})
         return doc is not None
 
-    async def record_failure(self, source: bytes, now: dt.datetime) -> bool:
-        """Count a failure; lock the source out when it reaches the limit. True if this locked it."""
-        result = await self._coll.update_one(
-            {"_id": source, "window_start": {"$gt": now - self.window}}, {"$inc": {"failures": 1}}
-        )
-        if result.matched_count == 0:  # first failure of a new window
-            try:
-                await self._coll.update_one(
-                    {"_id": source},
-                    {"$set": {"window_start": now, "failures": 1}, "$setOnInsert": {"locked_until": NEVER}},
-                    upsert=True,
-                )
-            except DuplicateKeyError:  # a concurrent first failure created it: count into it
-                await self._coll.update_one({"_id": source}, {"$inc": {"failures": 1}})
-        doc = await self._coll.find_one({"_id": source}, {"failures": 1})
-        if doc is None or doc.get("failures", 0) < self.max_failures:
+    async def acquire(self, source: bytes, now: dt.datetime) -> bool:
+        """Take one attempt of ``source`` before its code is checked: False if it has none left.
+
+        Check and count are one conditional ``update_one`` (the bound is in the filter, the
+        ``modified_count`` decides), so concurrent guesses from many API processes can never check
+        more than ``max_failures`` codes per window (issue 10 item 4: 131 of 500 did). An attempt is
+        counted as a failure until :meth:`refund` gives it back for a good code.
+        """
+        for _ in range(3):  # each step that loses a race lets the next one see the new state
+            taken = await self._coll.update_one(
+                {
+                    "_id": source,
+                    "failures": {"$lt": self.max_failures},
+                    "window_start": {"$gt": now - self.window},
+                    "locked_until": {"$lte": now},
+                },
+                {"$inc": {"failures": 1}},
+            )
+            if taken.modified_count == 1:
+                return True
+            renewed = await self._coll.update_one(  # the window (or a lock-out) is over: start anew
+                {"_id": source, "window_start": {"$lte": now - self.window}, "locked_until": {"$lte": now}},
+                {"$set": {"window_start": now, "failures": 1}},
+            )
+            if renewed.modified_count == 1:
+                return True
+            if renewed.matched_count == 0 and taken.matched_count == 0:
+                try:  # first attempt of this source
+                    await self._coll.insert_one(
+                        {"_id": source, "window_start": now, "failures": 1, "locked_until": NEVER}
+                    )
+                    return True
+                except DuplicateKeyError:
+                    continue
+            if await self.is_locked(source, now):
+                return False
+            if not await self._at_limit(source, now):
+                continue
             return False
+        return False
+
+    async def _at_limit(self, source: bytes, now: dt.datetime) -> bool:
+        doc = await self._coll.find_one(
+            {
+                "_id": source,
+                "failures": {"$gte": self.max_failures},
+                "window_start": {"$gt": now - self.window},
+            },
+            {"_id": 1},
+        )
+        return doc is not None
+
+    async def refund(self, source: bytes, now: dt.datetime) -> None:
+        """The code was good: the attempt :meth:`acquire` took is not a failure."""
+        await self._coll.update_one(
+            {"_id": source, "failures": {"$gt": 0}, "locked_until": {"$lte": now}}, {"$inc": {"failures": -1}}
+        )
+
+    async def record_failure(self, source: bytes, now: dt.datetime) -> bool:
+        """The acquired attempt failed: lock the source out if that was its last. True if this locked it.
+
+        The lock sets ``window_start`` to 1970 so that the first attempt after the lock-out starts a
+        fresh window (``acquire``'s second step).
+        """
         locked = await self._coll.update_one(
-            {"_id": source, "failures": {"$gte": self.max_failures}},
-            {"$set": {"locked_until": now + self.lockout, "window_start": now, "failures": 0}},
+            {"_id": source, "failures": {"$gte": self.max_failures}, "locked_until": {"$lte": now}},
+            {"$set": {"locked_until": now + self.lockout, "window_start": NEVER}},
         )
         if locked.modified_count == 1:
             metrics.LOCKOUTS.inc()

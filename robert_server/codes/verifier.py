@@ -77,14 +77,20 @@ class StoredCodeVerifier:
         """Reserve ``code`` for one upload from ``source``; None for every failure (PROTOCOL.md 7)."""
         now = self._now()
         src = source_key(self._pepper, source)
-        if await self.limiter.is_locked(src, now):
+        if not await self.limiter.acquire(src, now):  # atomic: check and count in one step
             metrics.LOCKED_OUT_ATTEMPTS.inc()
             metrics.VERIFICATIONS.labels("unknown", "rate_limited").inc()
             return None
-        reservation, kind, reason = await self._reserve(code, now)
+        try:
+            reservation, kind, reason = await self._reserve(code, now)
+        except BaseException:
+            await self.limiter.refund(src, now)  # not the guesser's failure: ours
+            raise
         metrics.VERIFICATIONS.labels(kind, reason).inc()
         if reservation is None:
             await self.limiter.record_failure(src, now)
+        else:
+            await self.limiter.refund(src, now)
         return reservation
 
     async def _reserve(self, code: str, now: dt.datetime) -> tuple[Reservation | None, str, str]:

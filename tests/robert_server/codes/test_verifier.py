@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 
 import pytest
@@ -12,7 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from robert_common.clock import ManualClock
 from robert_common.mongo import mongo_client
 from robert_common.settings import Settings, load_settings
-from robert_server.codes import make_verifier, store
+from robert_server.codes import make_verifier, ratelimit, store
 from robert_server.codes.jwt_codes import sign_jwt_code
 from robert_server.codes.service import CodeService
 from tests.fixtures.codes import CODES_JWT_KEY, CODES_JWT_KID, codes_settings_overrides, make_code
@@ -227,3 +228,45 @@ async def test_rate_limit_locks_out_a_guessing_source(
     await other.release(res)
     codes_clock.advance(601)
     assert await verifier.reserve(good, "203.0.113.7") is not None
+
+
+@pytest.mark.slow
+async def test_parallel_guesses_from_one_source_check_the_store_exactly_the_limit(
+    db: AsyncDatabase, mongo_uri: str, codes_settings: Settings, codes_clock: ManualClock
+) -> None:
+    """Issue 10 item 4: 500 concurrent guesses from one source (two API processes = two database
+    clients) reach the code store exactly ``codes_rate_limit_failures`` times, not 131."""
+    limit = codes_settings.codes_rate_limit_failures
+    other_client = mongo_client(mongo_uri)
+    try:
+        verifiers = [
+            make_verifier(db, codes_settings, codes_clock),
+            make_verifier(other_client[db.name], codes_settings, codes_clock),
+        ]
+        checked = rejected("short", "unknown")
+        limited = rejected("unknown", "rate_limited")
+        guesses = [f"Q{i:05d}" for i in range(500)]
+        results = await asyncio.gather(
+            *(verifiers[i % 2].reserve(g, "203.0.113.99") for i, g in enumerate(guesses))
+        )
+        assert results == [None] * 500
+        assert rejected("short", "unknown") - checked == limit
+        assert rejected("unknown", "rate_limited") - limited == 500 - limit
+        doc = await db[ratelimit.COLLECTION].find_one({})
+        assert doc is not None and doc["locked_until"] > dt.datetime.fromtimestamp(codes_clock.now(), dt.UTC)
+    finally:
+        await other_client.close()
+
+
+async def test_valid_codes_do_not_count_towards_the_limit(
+    db: AsyncDatabase, tmp_path: object, codes_clock: ManualClock
+) -> None:
+    """A clinic behind one address uploading many good codes is never locked out."""
+    settings = load_settings(data_dir=tmp_path, codes_rate_limit_failures=2, **codes_settings_overrides())
+    verifier = make_verifier(db, settings, codes_clock)
+    codes = [await make_code(db, settings, codes_clock, "short") for _ in range(5)]
+    assert await verifier.reserve("ZZZZZZ", SOURCE) is None  # one failure
+    for code in codes:
+        assert await verifier.reserve(code, SOURCE) is not None
+    assert await verifier.reserve("ZZZZZY", SOURCE) is None  # the second failure locks
+    assert await verifier.reserve(await make_code(db, settings, codes_clock, "short"), SOURCE) is None
