@@ -11,6 +11,7 @@ the matching worker counts everything else.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -75,12 +76,39 @@ async def increment_once(
     return counted
 
 
-async def _increment_once(db: AsyncDatabase, doc_id: str, run_id: str, deltas: dict[str, int]) -> bool:
+async def increment_once_keys(
+    db: AsyncDatabase,
+    day: dt.date,
+    keys: list[str],
+    counters: dict[str, int],
+    gauge_deltas: dict[str, int],
+    seen: Sequence[str] = (),
+) -> tuple[bool, bool]:
+    """Add ``counters`` to ``day`` and move the gauges, unless any of ``keys`` (or ``seen``) was counted.
+
+    All or nothing per document: one conditional update remembers every key. ``(day, gauges)``: whether
+    each of the two documents now holds these counts (True also when there was nothing to add).
+    """
+    known = list(keys) + [k for k in seen if k not in keys]
+    day_ok = await _increment_once(db, day.isoformat(), keys, counters, known, empty=True)
+    gauges_ok = await _increment_once(db, CURRENT, keys, gauge_deltas, known, empty=True)
+    return day_ok, gauges_ok
+
+
+async def _increment_once(
+    db: AsyncDatabase,
+    doc_id: str,
+    run_id: str | list[str],
+    deltas: dict[str, int],
+    known: list[str] | None = None,
+    empty: bool = False,
+) -> bool:
     inc = {k: v for k, v in deltas.items() if v}
     if not inc:
-        return False
-    query = {"_id": doc_id, "_runs": {"$ne": run_id}}
-    update = {"$inc": inc, "$push": {"_runs": {"$each": [run_id], "$slice": -RUNS_KEPT}}}
+        return empty
+    keys = [run_id] if isinstance(run_id, str) else run_id
+    query = {"_id": doc_id, "_runs": {"$nin": known or keys}}
+    update = {"$inc": inc, "$push": {"_runs": {"$each": keys, "$slice": -RUNS_KEPT}}}
     try:
         await db[COLLECTION].update_one(query, update, upsert=True)
         return True

@@ -337,6 +337,12 @@ async def find_kpi_pending(db: AsyncDatabase, limit: int) -> list[dict[str, Any]
     return await cursor.to_list()
 
 
+def kpi_key(doc: dict[str, Any]) -> str:
+    """The key under which the KPI counts a risk write left on ``doc`` are counted (once): its run and
+    its id_A, so each document's counts are counted on their own, whatever page they were read in."""
+    return f"{doc.get('kpi_run') or ''}:{bytes(doc['_id']).hex()}"
+
+
 async def clear_kpi_pending(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> None:
     """The counts of ``run_id`` were added: clear them (only where no later run replaced them)."""
     await collection(db).update_many(
@@ -406,18 +412,24 @@ async def count_at_risk(db: AsyncDatabase) -> int:
     return await collection(db).count_documents({"at_risk": True})
 
 
-async def count_at_risk_counted(db: AsyncDatabase, counted_runs: list[str] | None) -> int:
+async def count_at_risk_counted(db: AsyncDatabase, counted: list[str] | None) -> int:
     """Registrations at risk whose ``usersAtRisk`` count is in the gauge, for the daily recount.
 
     A risk write that put a registration at risk carries its +1 in the KPI outbox (``kpi_pending``) until
-    it is settled; those of runs not yet counted (not in ``counted_runs``) are left out, or a recount
-    made between the write and its settling would count them twice.
+    it is settled; those whose key (:func:`kpi_key`, or their run, as counted before keys were per
+    document) is not in ``counted`` are left out, or a recount made between the write and its settling
+    would count them twice. One pass over the at-risk index: each document is read whole, so a
+    settlement that lands meanwhile changes ``counted`` and the caller's compare-and-set retries.
     """
-    return await collection(db).count_documents(
-        {
-            "at_risk": True,
-            "$nor": [
-                {"kpi_pending": True, "kpi_counts.usersAtRisk": 1, "kpi_run": {"$nin": counted_runs or []}}
-            ],
-        }
-    )
+    seen = set(counted or [])
+    fields = {"kpi_pending": 1, "kpi_run": 1, "kpi_counts": 1}
+    n = 0
+    async for doc in collection(db).find({"at_risk": True}, fields).batch_size(1000):
+        uncounted = (
+            doc.get("kpi_pending")
+            and (doc.get("kpi_counts") or {}).get("usersAtRisk") == 1
+            and kpi_key(doc) not in seen
+            and doc.get("kpi_run") not in seen
+        )
+        n += 0 if uncounted else 1
+    return n

@@ -2,8 +2,15 @@
 
 A risk write (:mod:`.exposures`) cannot add to ``kpis`` in the same atomic step, so it leaves its counts on
 the registration it writes (``kpi_pending``, ``kpi_counts``, ``kpi_run``: an outbox). :func:`settle_kpis`
-adds them with :func:`robert_server.kpis.increment_once`, keyed by the run that wrote them, then clears them:
-a worker dying anywhere in between leaves them for the next pass, which neither loses nor repeats them.
+adds them, then clears them: a worker dying anywhere in between leaves them for the next pass, which
+neither loses nor repeats them.
+
+Each document's counts are counted under their own key (:func:`robert_server.registrations.kpi_key`: run
+and id_A), not under the run: a run's documents may be read over several pages, or while the rest of the
+run is still being written by another worker, and a key per run would then refuse the later part as
+"already counted" (issue 10). A page is counted in one conditional update that remembers all its keys;
+if any of them was counted before (a settlement that died before clearing), each document is counted on
+its own instead.
 """
 
 from __future__ import annotations
@@ -15,30 +22,57 @@ from robert_server import kpis, registrations
 from robert_server.matching.context import PassContext
 
 MAX_ROUNDS = 1000  # outbox pages per settlement: a bound, never reached in practice
+CLEAR_CHUNK = 25  # ids per clearing update ($in stays short)
 
 
 async def settle_kpis(ctx: PassContext) -> None:
-    """Add the KPI counts that risk writes left on registrations (``kpi_pending``), once per run."""
+    """Add the KPI counts that risk writes left on registrations (``kpi_pending``), once per document."""
     for _ in range(MAX_ROUNDS):
         with ctx.timed("db"):
-            docs = await registrations.find_kpi_pending(ctx.db, ctx.config.risk_page)
+            docs = await registrations.find_kpi_pending(ctx.db, min(ctx.config.risk_page, kpis.RUNS_KEPT))
         if not docs:
             return
-        by_run: dict[str, list[dict[str, Any]]] = {}
-        for doc in docs:
-            by_run.setdefault(doc.get("kpi_run") or "", []).append(doc)
-        for run_id, group in by_run.items():
-            await _settle_run(ctx, run_id, group)
+        await _settle_page(ctx, docs)
 
 
-async def _settle_run(ctx: PassContext, run_id: str, docs: list[dict[str, Any]]) -> None:
-    """Add one run's counts (at most once: the run id is remembered by ``kpis``), then clear its outbox."""
+def _split(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """Day counters and gauge deltas of one outbox."""
+    totals = dict(counts)
+    return totals, {"usersAtRisk": totals.pop("usersAtRisk", 0)}
+
+
+async def _settle_page(ctx: PassContext, docs: list[dict[str, Any]]) -> None:
+    keys = [registrations.kpi_key(d) for d in docs]
+    runs = sorted({d.get("kpi_run") or "" for d in docs})
     totals: Counter[str] = Counter()
     for doc in docs:
         totals.update(doc.get("kpi_counts") or {})
-    gauges = {"usersAtRisk": totals.pop("usersAtRisk", 0)}
+    counters, gauges = _split(dict(totals))
     with ctx.timed("db"):
-        if await kpis.increment_once(ctx.db, ctx.today(), run_id, dict(totals), gauges):
-            ctx.stats.counters.update(+totals)
-        # Cleared only where kpi_run is still this run: a newer write's counts stay pending.
-        await registrations.clear_kpi_pending(ctx.db, [d["_id"] for d in docs], run_id)
+        # ``seen``: run ids, as outboxes were counted before keys were per document (upgrades).
+        day_ok, gauges_ok = await kpis.increment_once_keys(ctx.db, ctx.today(), keys, counters, gauges, runs)
+        if day_ok and gauges_ok:
+            ctx.stats.counters.update(+Counter(counters))
+        else:
+            await _settle_one_by_one(ctx, docs, keys)
+        await _clear(ctx, docs)
+
+
+async def _settle_one_by_one(ctx: PassContext, docs: list[dict[str, Any]], keys: list[str]) -> None:
+    for doc, key in zip(docs, keys, strict=True):
+        counters, gauges = _split(doc.get("kpi_counts") or {})
+        seen = [doc.get("kpi_run") or ""]
+        day_ok, _ = await kpis.increment_once_keys(ctx.db, ctx.today(), [key], counters, {}, seen)
+        await kpis.increment_once_keys(ctx.db, ctx.today(), [key], {}, gauges, seen)
+        if day_ok:  # False: counted before (then it is not counted into this pass's statistics)
+            ctx.stats.counters.update(+Counter(counters))
+
+
+async def _clear(ctx: PassContext, docs: list[dict[str, Any]]) -> None:
+    """Clear the outboxes just counted, only where ``kpi_run`` is unchanged (a newer write's counts stay)."""
+    by_run: dict[str, list[bytes]] = {}
+    for doc in docs:
+        by_run.setdefault(doc.get("kpi_run") or "", []).append(doc["_id"])
+    for run_id, ids in by_run.items():
+        for start in range(0, len(ids), CLEAR_CHUNK):
+            await registrations.clear_kpi_pending(ctx.db, ids[start : start + CLEAR_CHUNK], run_id)

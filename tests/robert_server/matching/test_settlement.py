@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from robert_common.clock import ManualClock, ServiceTime
@@ -47,13 +46,37 @@ async def test_the_outbox_is_counted_once_even_when_a_worker_died_after_counting
     assert await registrations.find_kpi_pending(db, 10) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (reported with issue 9): a run whose outbox spans two settlement pages is counted "
-    "under its run id with the first page only; increment_once then refuses the rest of the run",
-)
 async def test_a_run_read_over_two_pages_is_counted_whole(db: AsyncDatabase) -> None:
     for k in range(3):
         await pending(db, bytes([k]) * 5, "r1", alertedUsers=1)
     await settle_kpis(context(db, page=2))
     assert (await kpis.report(db))["alertedUsers"] == 3
+
+
+async def test_a_run_still_landing_while_another_worker_settles_is_counted_whole(db: AsyncDatabase) -> None:
+    """Worker B settles run r1 while worker A's risk writes of r1 are still landing: the writes that land
+    after B's settlement are counted by the next settlement, not refused as "r1 already counted"."""
+    await pending(db, b"a" * 5, "r1", alertedUsers=1, usersAtRisk=1)
+    await pending(db, b"b" * 5, "r1", alertedUsers=1, usersAtRisk=1)
+    await settle_kpis(context(db))  # worker B
+    await pending(db, b"c" * 5, "r1", alertedUsers=1, usersAtRisk=1)  # the rest of A's bulk write lands
+    await settle_kpis(context(db))  # worker A, after its writes
+    k = await kpis.report(db)
+    assert k["alertedUsers"] == 3 and k["usersAtRisk"] == 3
+
+
+async def test_a_page_counted_by_a_worker_that_died_is_not_counted_again(db: AsyncDatabase) -> None:
+    """Per-document keys: a page counted (keys remembered) but not cleared is counted once, even read
+    again together with documents never counted."""
+    for k in range(3):
+        await pending(db, bytes([k]) * 5, "r1", alertedUsers=1, usersAtRisk=1)
+    ctx = context(db, page=2)
+    docs = await registrations.find_kpi_pending(db, 2)
+    keys = [registrations.kpi_key(d) for d in docs]
+    await kpis.increment_once_keys(db, NOW.date(), keys, {"alertedUsers": 2}, {"usersAtRisk": 2})  # then died
+    await settle_kpis(ctx)
+    await settle_kpis(ctx)
+    k = await kpis.report(db)
+    assert k["alertedUsers"] == 3 and k["usersAtRisk"] == 3
+    assert ctx.stats.counters == {"alertedUsers": 1}
+    assert await registrations.find_kpi_pending(db, 10) == []
