@@ -174,6 +174,14 @@ class Settings(BaseSettings):
     codes_rate_limit_failures: int = Field(20, ge=1, description="Failed code attempts per source and window")
     codes_rate_limit_window: int = Field(600, ge=1, description="Seconds of the failed-attempt window")
     codes_rate_limit_lockout: int = Field(3600, ge=1, description="Seconds a source is locked out")
+    codes_global_failures: int = Field(
+        100, ge=1, description="Failed short-code checks allowed from all sources together per global window"
+    )
+    codes_global_window: int = Field(3600, ge=1, description="Seconds of the global failed-check window")
+    trusted_proxies: list[str] = Field(
+        [],
+        description="Proxies (IPs or CIDRs, JSON list) whose X-Forwarded-For names a code attempt's client",
+    )
     codes_purge_expired_after_days: int = Field(
         2, ge=0, description="Unused codes are purged after expiry + N"
     )
@@ -191,6 +199,18 @@ class Settings(BaseSettings):
             zoneinfo.ZoneInfo(v)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError("unknown time zone") from None
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for text in v:
+            try:
+                ipaddress.ip_network(text.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
         return v
 
     @field_validator("codes_jwt_public_keys")

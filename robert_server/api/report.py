@@ -17,6 +17,7 @@ from robert_server import contacts, kpis
 from robert_server.api import validation as v
 from robert_server.api.errors import ApiError
 from robert_server.api.services import SERVICES, Services
+from robert_server.codes import sources
 
 log = logging.getLogger("robert.api")
 
@@ -55,5 +56,7 @@ async def handle(request: web.Request) -> web.Response:
     items = v.contacts(body)  # null contacts: 400 before the code is looked at, as deployed
     code = v.string(body, "token", max_len=MAX_TOKEN)
     assert code is not None
-    result = await report(svc, code, items, request.remote or "unknown")
+    trusted = sources.trusted_networks(tuple(svc.settings.trusted_proxies))
+    source = sources.source_of(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
+    result = await report(svc, code, items, source)
     return web.Response(body=orjson.dumps(result), content_type="application/json")

@@ -25,3 +25,7 @@ LOCKOUTS = Counter("robert_codes_lockouts_total", "Sources locked out for too ma
 LOCKED_OUT_ATTEMPTS = Counter(
     "robert_codes_locked_out_attempts_total", "Code attempts refused because their source is locked out"
 )
+GLOBAL_LIMITED = Counter(
+    "robert_codes_global_limited_total",
+    "Short-code attempts refused because the global budget of failed checks of the window is spent",
+)

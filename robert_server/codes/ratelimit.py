@@ -12,6 +12,9 @@ Document of the ``code_attempts`` collection::
     window_start  datetime   start of the current counting window
     failures      int        failed (or in-flight) attempts in that window
     locked_until  datetime   end of the lock-out (1970 if never locked: filters avoid ``$or``)
+
+and one document ``_id: "global"`` (same fields, never locked) holds the budget of failed short-code
+checks of all sources together (``codes_global_failures`` per ``codes_global_window``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from . import metrics
 
 COLLECTION = "code_attempts"
 NEVER = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+GLOBAL = "global"  # the budget shared by every source (a str _id: sources are bytes)
 
 
 class RateLimiter:
@@ -35,6 +39,8 @@ class RateLimiter:
         self.max_failures = settings.codes_rate_limit_failures
         self.window = dt.timedelta(seconds=settings.codes_rate_limit_window)
         self.lockout = dt.timedelta(seconds=settings.codes_rate_limit_lockout)
+        self.global_failures = settings.codes_global_failures
+        self.global_window = dt.timedelta(seconds=settings.codes_global_window)
         metrics.RATE_LIMIT_FAILURES.set(self.max_failures)
         metrics.RATE_LIMIT_WINDOW.set(settings.codes_rate_limit_window)
         metrics.RATE_LIMIT_LOCKOUT.set(settings.codes_rate_limit_lockout)
@@ -117,9 +123,52 @@ class RateLimiter:
             return True
         return False
 
+    async def acquire_global(self, now: dt.datetime) -> bool:
+        """Take one of the global budget of short-code checks of this window (all sources together).
+
+        Guessing spread over many sources (a botnet, IPv6 ranges) is bounded by this budget, as one
+        source is by :meth:`acquire`: one conditional update of the ``global`` document, the bound in
+        the filter. A good code gives its check back (:meth:`refund_global`). See README, "Guessing".
+        """
+        for _ in range(3):
+            taken = await self._coll.update_one(
+                {
+                    "_id": GLOBAL,
+                    "failures": {"$lt": self.global_failures},
+                    "window_start": {"$gt": now - self.global_window},
+                },
+                {"$inc": {"failures": 1}},
+            )
+            if taken.modified_count == 1:
+                return True
+            renewed = await self._coll.update_one(
+                {"_id": GLOBAL, "window_start": {"$lte": now - self.global_window}},
+                {"$set": {"window_start": now, "failures": 1}},
+            )
+            if renewed.modified_count == 1:
+                return True
+            if taken.matched_count or renewed.matched_count:
+                continue
+            try:
+                await self._coll.insert_one(
+                    {"_id": GLOBAL, "window_start": now, "failures": 1, "locked_until": NEVER}
+                )
+                return True
+            except DuplicateKeyError:
+                continue
+        metrics.GLOBAL_LIMITED.inc()
+        return False
+
+    async def refund_global(self) -> None:
+        await self._coll.update_one({"_id": GLOBAL, "failures": {"$gt": 0}}, {"$inc": {"failures": -1}})
+
     async def purge(self, now: dt.datetime) -> int:
         """Forget sources with no recent failure and no running lock-out."""
         result = await self._coll.delete_many(
-            {"window_start": {"$lte": now - self.window}, "locked_until": {"$lte": now}}
+            {
+                "window_start": {"$lte": now - self.window},
+                "locked_until": {"$lte": now},
+                "_id": {"$ne": GLOBAL},
+            }
         )
         return result.deleted_count

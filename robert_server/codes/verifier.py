@@ -29,7 +29,7 @@ from robert_common.clock import Clock
 from robert_common.settings import Settings
 
 from . import counts, metrics, store
-from .formats import JWT, jwt_validity, normalise
+from .formats import JWT, SHORT, jwt_validity, normalise
 from .jwt_codes import JwtCodeError, JwtCodeVerifier
 from .pepper import code_key, jti_key, load_pepper, report_id, source_key
 from .ratelimit import RateLimiter
@@ -81,17 +81,28 @@ class StoredCodeVerifier:
             metrics.LOCKED_OUT_ATTEMPTS.inc()
             metrics.VERIFICATIONS.labels("unknown", "rate_limited").inc()
             return None
+        parsed = normalise(code)
+        guessable = parsed is not None and parsed[0] == SHORT  # long and JWT codes cannot be guessed
+        if guessable and not await self.limiter.acquire_global(now):
+            await self.limiter.refund(src, now)
+            metrics.VERIFICATIONS.labels(SHORT, "global_limited").inc()
+            return None
         try:
             reservation, kind, reason = await self._reserve(code, now)
         except BaseException:
-            await self.limiter.refund(src, now)  # not the guesser's failure: ours
+            await self._refund(src, now, guessable)  # not the guesser's failure: ours
             raise
         metrics.VERIFICATIONS.labels(kind, reason).inc()
         if reservation is None:
             await self.limiter.record_failure(src, now)
         else:
-            await self.limiter.refund(src, now)
+            await self._refund(src, now, guessable)
         return reservation
+
+    async def _refund(self, src: bytes, now: dt.datetime, guessable: bool) -> None:
+        await self.limiter.refund(src, now)
+        if guessable:
+            await self.limiter.refund_global()
 
     async def _reserve(self, code: str, now: dt.datetime) -> tuple[Reservation | None, str, str]:
         """``(reservation or None, kind, result)`` where result is ``reserved`` or a failure reason."""
