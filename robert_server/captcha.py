@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import string
 from typing import Protocol
@@ -33,6 +34,7 @@ import aiohttp
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
+from yarl import URL
 
 from robert_common.clock import Clock
 from robert_common.settings import Settings
@@ -146,11 +148,27 @@ class BuiltinCaptcha:
         return None
 
 
+# Ids of the deployed captcha server, as of the builtin one: 32 hexadecimal digits (128 random bits).
+# Anything else (``../``, ``?``, ``#``, ``%2F``...) never reaches the upstream URL (issue 10 item 6).
+_CAPTCHA_ID = re.compile(r"[0-9a-fA-F]{32}")
+
+
+def valid_captcha_id(captcha_id: object) -> bool:
+    return isinstance(captcha_id, str) and _CAPTCHA_ID.fullmatch(captcha_id) is not None
+
+
 class ExternalCaptcha:
-    """The deployed system's captcha server, over HTTP."""
+    """The deployed system's captcha server, over HTTP.
+
+    Upstream URLs are the configured base and a fixed path whose only variable segment is an id checked
+    by :func:`valid_captcha_id` (and quoted by yarl all the same): a phone cannot make this API call any
+    other path of the captcha host and hand its answer back as a captcha result.
+    """
 
     def __init__(self, base_url: str, timeout: float = 5.0) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = URL(base_url.rstrip("/"))
+        if not self.base_url.is_absolute() or self.base_url.query_string or self.base_url.fragment:
+            raise ValueError("the external captcha URL must be absolute, with no query or fragment")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -159,26 +177,33 @@ class ExternalCaptcha:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
 
+    def _url(self, *segments: str) -> URL:
+        return self.base_url.joinpath(*segments)  # each segment quoted, "/" never taken from an id
+
     async def create(self, kind: str, locale: str) -> str:
         try:
-            async with self._http().post(
-                f"{self.base_url}/captcha", json={"type": kind, "locale": locale}
-            ) as r:
+            async with self._http().post(self._url("captcha"), json={"type": kind, "locale": locale}) as r:
                 if r.status >= 400:
                     raise CaptchaUnavailable
                 body = await r.json()
         except (aiohttp.ClientError, TimeoutError, ValueError):
             raise CaptchaUnavailable from None
         captcha_id = body.get("id") or body.get("captchaId") if isinstance(body, dict) else None
-        if not isinstance(captcha_id, str):
+        if not valid_captcha_id(captcha_id):
+            log.warning("captcha server answered an id of an unexpected format")
             raise CaptchaUnavailable
+        assert isinstance(captcha_id, str)
         return captcha_id
 
     async def media(self, captcha_id: str, media_type: str) -> tuple[bytes, str]:
         _, content_type = MEDIA_TYPES[media_type]
+        if not valid_captcha_id(captcha_id):
+            raise CaptchaNotFound
         ext = "wav" if media_type == "audio" else "png"
         try:
-            async with self._http().get(f"{self.base_url}/captcha/{captcha_id}.{ext}") as r:
+            async with self._http().get(
+                self._url("captcha", f"{captcha_id}.{ext}"), allow_redirects=False
+            ) as r:
                 if r.status == 410:
                     raise CaptchaUsed
                 if r.status != 200:
@@ -188,10 +213,11 @@ class ExternalCaptcha:
             raise CaptchaNotFound from None
 
     async def verify(self, captcha_id: str, answer: str) -> bool:
+        if not valid_captcha_id(captcha_id):
+            return False
+        url = self._url("captcha", captcha_id, "checkAnswer")
         try:
-            async with self._http().post(
-                f"{self.base_url}/captcha/{captcha_id}/checkAnswer", json={"answer": answer}
-            ) as r:
+            async with self._http().post(url, json={"answer": answer}, allow_redirects=False) as r:
                 if r.status != 200:
                     return False
                 body = await r.json()
