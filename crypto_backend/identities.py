@@ -178,6 +178,17 @@ class IdentityStore:
         result = await self.collection.delete_one({"_id": id_a})
         return result.deleted_count == 1
 
+    async def list_created_before(self, after: bytes, before: dt.datetime, limit: int) -> list[bytes]:
+        """Up to ``limit`` id_A greater than ``after`` (all from the first if empty), in order, of
+        identities created before ``before``: the reconciliation's pages (no key is opened).
+
+        ``_id`` first in the filter: a range scan of the id index, a page at a time.
+        """
+        query: dict = {"_id": {"$gt": after}} if after else {}
+        query["created_at"] = {"$lt": before}
+        cursor = self.collection.find(query, {"_id": 1}).sort("_id", 1).limit(limit)
+        return [bytes(d["_id"]) async for d in cursor]
+
 
 class ResealPage(NamedTuple):
     last: bytes | None  # the last _id read (where the next page starts), None past the end

@@ -35,6 +35,7 @@ MAX_BUNDLE_DAYS = 30
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a ValidateContacts batch of thousands of contacts
 KEYSTORE_CHECK_SECONDS = 10.0
 MAX_AUTH_BATCH = 1000  # requests in one AuthenticateRequests call
+LIST_PAGE_MAX = 1000  # id_A per ListIdentities page
 
 RPC_CALLS = Counter("robert_crypto_rpc_total", "Crypto service calls", ["method", "code"])
 RPC_SECONDS = Histogram(
@@ -298,6 +299,18 @@ class CryptoServicer(pb_grpc.CryptoServiceServicer):
         """/unregister: forget a phone's keys."""
         id_a = _check_len(request.id_a, protocol.ID_A_SIZE, "id_a")
         return pb.DeleteIdentityResponse(deleted=await self.identities.delete(id_a))
+
+    @_rpc
+    async def ListIdentities(  # noqa: N802
+        self, request: pb.ListIdentitiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListIdentitiesResponse:
+        """Reconciliation of identities left without a registration: id_A only, a page at a time."""
+        if request.after_id_a:
+            _check_len(request.after_id_a, protocol.ID_A_SIZE, "after_id_a")
+        limit = min(request.limit or LIST_PAGE_MAX, LIST_PAGE_MAX)
+        before = dt.datetime.fromtimestamp(request.created_before, tz=dt.UTC)
+        id_as = await self.identities.list_created_before(request.after_id_a, before, limit)
+        return pb.ListIdentitiesResponse(id_as=id_as)
 
     @_rpc
     async def ValidateContacts(  # noqa: N802

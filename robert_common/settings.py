@@ -265,6 +265,11 @@ class Settings(BaseSettings):
     matcher_risk_page: int = Field(
         500, ge=1, description="Registrations read and written per risk-evaluation round"
     )
+    identity_orphan_grace_hours: float = Field(
+        24.0,
+        gt=0,
+        description="The daily job deletes identities older than this that have no registration",
+    )
 
     @field_validator("time_start")
     @classmethod

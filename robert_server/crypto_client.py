@@ -248,6 +248,7 @@ class _Stub:
     authenticate_request: _Rpc[pb.AuthenticateRequestRequest, pb.AuthenticateRequestResponse]
     authenticate_requests: _Rpc[pb.AuthenticateRequestsRequest, pb.AuthenticateRequestsResponse]
     delete_identity: _Rpc[pb.DeleteIdentityRequest, pb.DeleteIdentityResponse]
+    list_identities: _Rpc[pb.ListIdentitiesRequest, pb.ListIdentitiesResponse]
     validate_contacts: _Rpc[pb.ValidateContactsRequest, pb.ValidateContactsResponse]
     get_registration_public_key: _Rpc[pb.GetRegistrationPublicKeyRequest, pb.GetRegistrationPublicKeyResponse]
 
@@ -259,6 +260,7 @@ class _Stub:
             authenticate_request=stub.AuthenticateRequest,
             authenticate_requests=stub.AuthenticateRequests,
             delete_identity=stub.DeleteIdentity,
+            list_identities=stub.ListIdentities,
             validate_contacts=stub.ValidateContacts,
             get_registration_public_key=stub.GetRegistrationPublicKey,
         )
@@ -364,6 +366,12 @@ class CryptoClient:
             self._stub.delete_identity(pb.DeleteIdentityRequest(id_a=id_a), timeout=self.timeout)
         )
         return response.deleted
+
+    async def list_identities(self, after: bytes, created_before: float, limit: int) -> list[bytes]:
+        """id_A of identities created before ``created_before`` (Unix s), after ``after``, in order."""
+        request = pb.ListIdentitiesRequest(after_id_a=after, created_before=int(created_before), limit=limit)
+        response = await _answer(self._stub.list_identities(request, timeout=self.timeout))
+        return [bytes(i) for i in response.id_as]
 
     async def validate_contacts(
         self,

@@ -351,6 +351,16 @@ async def clear_kpi_pending(db: AsyncDatabase, id_as: list[bytes], run_id: str) 
     )
 
 
+async def existing(db: AsyncDatabase, id_as: Sequence[bytes], chunk: int = 25) -> set[bytes]:
+    """Which of these id_A have a registration (``$in`` of at most ``chunk`` ids per read)."""
+    found: set[bytes] = set()
+    for start in range(0, len(id_as), chunk):
+        part = list(id_as[start : start + chunk])
+        async for d in collection(db).find({"_id": {"$in": part}}, {"_id": 1}):
+            found.add(bytes(d["_id"]))
+    return found
+
+
 async def written_by_run(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> set[bytes]:
     """Which of these registrations the risk evaluation ``run_id`` wrote last."""
     cursor = collection(db).find({"_id": {"$in": id_as}, "risk_run": run_id}, {"_id": 1})

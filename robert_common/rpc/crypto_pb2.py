@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erobert_common/rpc/crypto.proto\x12\x10robert.crypto.v1\"y\n\x19\x43reateRegistrationRequest\x12\x19\n\x11\x63lient_public_key\x18\x01 \x01(\x0c\x12\x16\n\x0e\x66irst_epoch_id\x18\x02 \x01(\r\x12\x13\n\x0b\x62undle_days\x18\x03 \x01(\r\x12\x14\n\x0c\x63ountry_code\x18\x04 \x01(\r\"A\n\x1a\x43reateRegistrationResponse\x12\x0c\n\x04id_a\x18\x01 \x01(\x0c\x12\x15\n\rsealed_tuples\x18\x02 \x01(\x0c\"\xbd\x01\n\x1a\x41uthenticateRequestRequest\x12\x0c\n\x04\x65\x62id\x18\x01 \x01(\x0c\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\r\x12\x0c\n\x04time\x18\x03 \x01(\x0c\x12\x0b\n\x03mac\x18\x04 \x01(\x0c\x12\x33\n\x0crequest_type\x18\x05 \x01(\x0e\x32\x1d.robert.crypto.v1.RequestType\x12/\n\x06\x62undle\x18\x06 \x01(\x0b\x32\x1f.robert.crypto.v1.BundleRequest\"R\n\rBundleRequest\x12\x16\n\x0e\x66irst_epoch_id\x18\x01 \x01(\r\x12\x13\n\x0b\x62undle_days\x18\x02 \x01(\r\x12\x14\n\x0c\x63ountry_code\x18\x03 \x01(\r\"T\n\x1b\x41uthenticateRequestResponse\x12\x0c\n\x04id_a\x18\x01 \x01(\x0c\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\r\x12\x15\n\rsealed_tuples\x18\x03 \x01(\x0c\"]\n\x1b\x41uthenticateRequestsRequest\x12>\n\x08requests\x18\x01 \x03(\x0b\x32,.robert.crypto.v1.AuthenticateRequestRequest\"W\n\x18\x41uthenticateRequestError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.robert.crypto.v1.ErrorReason\"\xa0\x01\n\x19\x41uthenticateRequestResult\x12;\n\x02ok\x18\x01 \x01(\x0b\x32-.robert.crypto.v1.AuthenticateRequestResponseH\x00\x12;\n\x05\x65rror\x18\x02 \x01(\x0b\x32*.robert.crypto.v1.AuthenticateRequestErrorH\x00\x42\t\n\x07outcome\"\\\n\x1c\x41uthenticateRequestsResponse\x12<\n\x07results\x18\x01 \x03(\x0b\x32+.robert.crypto.v1.AuthenticateRequestResult\"%\n\x15\x44\x65leteIdentityRequest\x12\x0c\n\x04id_a\x18\x01 \x01(\x0c\")\n\x16\x44\x65leteIdentityResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"c\n\x07\x43ontact\x12\x0c\n\x04\x65\x62id\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65\x63\x63\x18\x02 \x01(\x0c\x12\x16\n\x0etime_collected\x18\x03 \x01(\x0c\x12\x17\n\x0ftime_from_hello\x18\x04 \x01(\x0c\x12\x0c\n\x04macs\x18\x05 \x01(\x0c\"|\n\x17ValidateContactsRequest\x12+\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x19.robert.crypto.v1.Contact\x12\x1b\n\x13server_country_code\x18\x02 \x01(\r\x12\x17\n\x0fhello_tolerance\x18\x03 \x01(\r\"\x92\x01\n\x11\x43ontactValidation\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.robert.crypto.v1.ContactStatus\x12\x14\n\x0c\x63ountry_code\x18\x02 \x01(\r\x12\x0c\n\x04id_a\x18\x03 \x01(\x0c\x12\x10\n\x08\x65poch_id\x18\x04 \x01(\r\x12\x16\n\x0ehello_verdicts\x18\x05 \x01(\x0c\"P\n\x18ValidateContactsResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.robert.crypto.v1.ContactValidation\"!\n\x1fGetRegistrationPublicKeyRequest\"6\n GetRegistrationPublicKeyResponse\x12\x12\n\npublic_key\x18\x01 \x01(\x0c*\x8c\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x42\x41\x44_ARGUMENT\x10\x01\x12\x14\n\x10UNKNOWN_IDENTITY\x10\x02\x12\x12\n\x0eNO_KEY_FOR_DAY\x10\x03\x12\x0f\n\x0bINVALID_MAC\x10\x04\x12\x12\n\x0e\x45POCH_MISMATCH\x10\x05*d\n\x0bRequestType\x12\x1c\n\x18REQUEST_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06STATUS\x10\x02\x12\x0e\n\nUNREGISTER\x10\x03\x12\x1b\n\x17\x44\x45LETE_EXPOSURE_HISTORY\x10\x04*\xaf\x01\n\rContactStatus\x12\x1e\n\x1a\x43ONTACT_STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rCONTACT_VALID\x10\x01\x12\x1b\n\x17\x43ONTACT_FOREIGN_COUNTRY\x10\x02\x12\x19\n\x15\x43ONTACT_UNDECRYPTABLE\x10\x03\x12\x1c\n\x18\x43ONTACT_UNKNOWN_IDENTITY\x10\x04\x12\x15\n\x11\x43ONTACT_MALFORMED\x10\x05*\x7f\n\x0cHelloVerdict\x12\x1d\n\x19HELLO_VERDICT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bHELLO_VALID\x10\x01\x12\x11\n\rHELLO_BAD_MAC\x10\x02\x12\x17\n\x13HELLO_TIME_MISMATCH\x10\x03\x12\x13\n\x0fHELLO_BAD_EPOCH\x10\x04\x32\xbf\x05\n\rCryptoService\x12o\n\x12\x43reateRegistration\x12+.robert.crypto.v1.CreateRegistrationRequest\x1a,.robert.crypto.v1.CreateRegistrationResponse\x12r\n\x13\x41uthenticateRequest\x12,.robert.crypto.v1.AuthenticateRequestRequest\x1a-.robert.crypto.v1.AuthenticateRequestResponse\x12u\n\x14\x41uthenticateRequests\x12-.robert.crypto.v1.AuthenticateRequestsRequest\x1a..robert.crypto.v1.AuthenticateRequestsResponse\x12\x63\n\x0e\x44\x65leteIdentity\x12\'.robert.crypto.v1.DeleteIdentityRequest\x1a(.robert.crypto.v1.DeleteIdentityResponse\x12i\n\x10ValidateContacts\x12).robert.crypto.v1.ValidateContactsRequest\x1a*.robert.crypto.v1.ValidateContactsResponse\x12\x81\x01\n\x18GetRegistrationPublicKey\x12\x31.robert.crypto.v1.GetRegistrationPublicKeyRequest\x1a\x32.robert.crypto.v1.GetRegistrationPublicKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erobert_common/rpc/crypto.proto\x12\x10robert.crypto.v1\"y\n\x19\x43reateRegistrationRequest\x12\x19\n\x11\x63lient_public_key\x18\x01 \x01(\x0c\x12\x16\n\x0e\x66irst_epoch_id\x18\x02 \x01(\r\x12\x13\n\x0b\x62undle_days\x18\x03 \x01(\r\x12\x14\n\x0c\x63ountry_code\x18\x04 \x01(\r\"A\n\x1a\x43reateRegistrationResponse\x12\x0c\n\x04id_a\x18\x01 \x01(\x0c\x12\x15\n\rsealed_tuples\x18\x02 \x01(\x0c\"\xbd\x01\n\x1a\x41uthenticateRequestRequest\x12\x0c\n\x04\x65\x62id\x18\x01 \x01(\x0c\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\r\x12\x0c\n\x04time\x18\x03 \x01(\x0c\x12\x0b\n\x03mac\x18\x04 \x01(\x0c\x12\x33\n\x0crequest_type\x18\x05 \x01(\x0e\x32\x1d.robert.crypto.v1.RequestType\x12/\n\x06\x62undle\x18\x06 \x01(\x0b\x32\x1f.robert.crypto.v1.BundleRequest\"R\n\rBundleRequest\x12\x16\n\x0e\x66irst_epoch_id\x18\x01 \x01(\r\x12\x13\n\x0b\x62undle_days\x18\x02 \x01(\r\x12\x14\n\x0c\x63ountry_code\x18\x03 \x01(\r\"T\n\x1b\x41uthenticateRequestResponse\x12\x0c\n\x04id_a\x18\x01 \x01(\x0c\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\r\x12\x15\n\rsealed_tuples\x18\x03 \x01(\x0c\"]\n\x1b\x41uthenticateRequestsRequest\x12>\n\x08requests\x18\x01 \x03(\x0b\x32,.robert.crypto.v1.AuthenticateRequestRequest\"W\n\x18\x41uthenticateRequestError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.robert.crypto.v1.ErrorReason\"\xa0\x01\n\x19\x41uthenticateRequestResult\x12;\n\x02ok\x18\x01 \x01(\x0b\x32-.robert.crypto.v1.AuthenticateRequestResponseH\x00\x12;\n\x05\x65rror\x18\x02 \x01(\x0b\x32*.robert.crypto.v1.AuthenticateRequestErrorH\x00\x42\t\n\x07outcome\"\\\n\x1c\x41uthenticateRequestsResponse\x12<\n\x07results\x18\x01 \x03(\x0b\x32+.robert.crypto.v1.AuthenticateRequestResult\"%\n\x15\x44\x65leteIdentityRequest\x12\x0c\n\x04id_a\x18\x01 \x01(\x0c\")\n\x16\x44\x65leteIdentityResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"R\n\x15ListIdentitiesRequest\x12\x12\n\nafter_id_a\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63reated_before\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\r\"\'\n\x16ListIdentitiesResponse\x12\r\n\x05id_as\x18\x01 \x03(\x0c\"c\n\x07\x43ontact\x12\x0c\n\x04\x65\x62id\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65\x63\x63\x18\x02 \x01(\x0c\x12\x16\n\x0etime_collected\x18\x03 \x01(\x0c\x12\x17\n\x0ftime_from_hello\x18\x04 \x01(\x0c\x12\x0c\n\x04macs\x18\x05 \x01(\x0c\"|\n\x17ValidateContactsRequest\x12+\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x19.robert.crypto.v1.Contact\x12\x1b\n\x13server_country_code\x18\x02 \x01(\r\x12\x17\n\x0fhello_tolerance\x18\x03 \x01(\r\"\x92\x01\n\x11\x43ontactValidation\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.robert.crypto.v1.ContactStatus\x12\x14\n\x0c\x63ountry_code\x18\x02 \x01(\r\x12\x0c\n\x04id_a\x18\x03 \x01(\x0c\x12\x10\n\x08\x65poch_id\x18\x04 \x01(\r\x12\x16\n\x0ehello_verdicts\x18\x05 \x01(\x0c\"P\n\x18ValidateContactsResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.robert.crypto.v1.ContactValidation\"!\n\x1fGetRegistrationPublicKeyRequest\"6\n GetRegistrationPublicKeyResponse\x12\x12\n\npublic_key\x18\x01 \x01(\x0c*\x8c\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x42\x41\x44_ARGUMENT\x10\x01\x12\x14\n\x10UNKNOWN_IDENTITY\x10\x02\x12\x12\n\x0eNO_KEY_FOR_DAY\x10\x03\x12\x0f\n\x0bINVALID_MAC\x10\x04\x12\x12\n\x0e\x45POCH_MISMATCH\x10\x05*d\n\x0bRequestType\x12\x1c\n\x18REQUEST_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06STATUS\x10\x02\x12\x0e\n\nUNREGISTER\x10\x03\x12\x1b\n\x17\x44\x45LETE_EXPOSURE_HISTORY\x10\x04*\xaf\x01\n\rContactStatus\x12\x1e\n\x1a\x43ONTACT_STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rCONTACT_VALID\x10\x01\x12\x1b\n\x17\x43ONTACT_FOREIGN_COUNTRY\x10\x02\x12\x19\n\x15\x43ONTACT_UNDECRYPTABLE\x10\x03\x12\x1c\n\x18\x43ONTACT_UNKNOWN_IDENTITY\x10\x04\x12\x15\n\x11\x43ONTACT_MALFORMED\x10\x05*\x7f\n\x0cHelloVerdict\x12\x1d\n\x19HELLO_VERDICT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bHELLO_VALID\x10\x01\x12\x11\n\rHELLO_BAD_MAC\x10\x02\x12\x17\n\x13HELLO_TIME_MISMATCH\x10\x03\x12\x13\n\x0fHELLO_BAD_EPOCH\x10\x04\x32\xa4\x06\n\rCryptoService\x12o\n\x12\x43reateRegistration\x12+.robert.crypto.v1.CreateRegistrationRequest\x1a,.robert.crypto.v1.CreateRegistrationResponse\x12r\n\x13\x41uthenticateRequest\x12,.robert.crypto.v1.AuthenticateRequestRequest\x1a-.robert.crypto.v1.AuthenticateRequestResponse\x12u\n\x14\x41uthenticateRequests\x12-.robert.crypto.v1.AuthenticateRequestsRequest\x1a..robert.crypto.v1.AuthenticateRequestsResponse\x12\x63\n\x0e\x44\x65leteIdentity\x12\'.robert.crypto.v1.DeleteIdentityRequest\x1a(.robert.crypto.v1.DeleteIdentityResponse\x12\x63\n\x0eListIdentities\x12\'.robert.crypto.v1.ListIdentitiesRequest\x1a(.robert.crypto.v1.ListIdentitiesResponse\x12i\n\x10ValidateContacts\x12).robert.crypto.v1.ValidateContactsRequest\x1a*.robert.crypto.v1.ValidateContactsResponse\x12\x81\x01\n\x18GetRegistrationPublicKey\x12\x31.robert.crypto.v1.GetRegistrationPublicKeyRequest\x1a\x32.robert.crypto.v1.GetRegistrationPublicKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'robert_common.rpc.crypto_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORREASON']._serialized_start=1677
-  _globals['_ERRORREASON']._serialized_end=1817
-  _globals['_REQUESTTYPE']._serialized_start=1819
-  _globals['_REQUESTTYPE']._serialized_end=1919
-  _globals['_CONTACTSTATUS']._serialized_start=1922
-  _globals['_CONTACTSTATUS']._serialized_end=2097
-  _globals['_HELLOVERDICT']._serialized_start=2099
-  _globals['_HELLOVERDICT']._serialized_end=2226
+  _globals['_ERRORREASON']._serialized_start=1802
+  _globals['_ERRORREASON']._serialized_end=1942
+  _globals['_REQUESTTYPE']._serialized_start=1944
+  _globals['_REQUESTTYPE']._serialized_end=2044
+  _globals['_CONTACTSTATUS']._serialized_start=2047
+  _globals['_CONTACTSTATUS']._serialized_end=2222
+  _globals['_HELLOVERDICT']._serialized_start=2224
+  _globals['_HELLOVERDICT']._serialized_end=2351
   _globals['_CREATEREGISTRATIONREQUEST']._serialized_start=52
   _globals['_CREATEREGISTRATIONREQUEST']._serialized_end=173
   _globals['_CREATEREGISTRATIONRESPONSE']._serialized_start=175
@@ -61,18 +61,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEIDENTITYREQUEST']._serialized_end=1082
   _globals['_DELETEIDENTITYRESPONSE']._serialized_start=1084
   _globals['_DELETEIDENTITYRESPONSE']._serialized_end=1125
-  _globals['_CONTACT']._serialized_start=1127
-  _globals['_CONTACT']._serialized_end=1226
-  _globals['_VALIDATECONTACTSREQUEST']._serialized_start=1228
-  _globals['_VALIDATECONTACTSREQUEST']._serialized_end=1352
-  _globals['_CONTACTVALIDATION']._serialized_start=1355
-  _globals['_CONTACTVALIDATION']._serialized_end=1501
-  _globals['_VALIDATECONTACTSRESPONSE']._serialized_start=1503
-  _globals['_VALIDATECONTACTSRESPONSE']._serialized_end=1583
-  _globals['_GETREGISTRATIONPUBLICKEYREQUEST']._serialized_start=1585
-  _globals['_GETREGISTRATIONPUBLICKEYREQUEST']._serialized_end=1618
-  _globals['_GETREGISTRATIONPUBLICKEYRESPONSE']._serialized_start=1620
-  _globals['_GETREGISTRATIONPUBLICKEYRESPONSE']._serialized_end=1674
-  _globals['_CRYPTOSERVICE']._serialized_start=2229
-  _globals['_CRYPTOSERVICE']._serialized_end=2932
+  _globals['_LISTIDENTITIESREQUEST']._serialized_start=1127
+  _globals['_LISTIDENTITIESREQUEST']._serialized_end=1209
+  _globals['_LISTIDENTITIESRESPONSE']._serialized_start=1211
+  _globals['_LISTIDENTITIESRESPONSE']._serialized_end=1250
+  _globals['_CONTACT']._serialized_start=1252
+  _globals['_CONTACT']._serialized_end=1351
+  _globals['_VALIDATECONTACTSREQUEST']._serialized_start=1353
+  _globals['_VALIDATECONTACTSREQUEST']._serialized_end=1477
+  _globals['_CONTACTVALIDATION']._serialized_start=1480
+  _globals['_CONTACTVALIDATION']._serialized_end=1626
+  _globals['_VALIDATECONTACTSRESPONSE']._serialized_start=1628
+  _globals['_VALIDATECONTACTSRESPONSE']._serialized_end=1708
+  _globals['_GETREGISTRATIONPUBLICKEYREQUEST']._serialized_start=1710
+  _globals['_GETREGISTRATIONPUBLICKEYREQUEST']._serialized_end=1743
+  _globals['_GETREGISTRATIONPUBLICKEYRESPONSE']._serialized_start=1745
+  _globals['_GETREGISTRATIONPUBLICKEYRESPONSE']._serialized_end=1799
+  _globals['_CRYPTOSERVICE']._serialized_start=2354
+  _globals['_CRYPTOSERVICE']._serialized_end=3158
 # @@protoc_insertion_point(module_scope)

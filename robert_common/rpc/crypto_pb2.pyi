@@ -157,6 +157,22 @@ class DeleteIdentityResponse(_message.Message):
     deleted: bool
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
+class ListIdentitiesRequest(_message.Message):
+    __slots__ = ("after_id_a", "created_before", "limit")
+    AFTER_ID_A_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after_id_a: bytes
+    created_before: int
+    limit: int
+    def __init__(self, after_id_a: _Optional[bytes] = ..., created_before: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListIdentitiesResponse(_message.Message):
+    __slots__ = ("id_as",)
+    ID_AS_FIELD_NUMBER: _ClassVar[int]
+    id_as: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, id_as: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class Contact(_message.Message):
     __slots__ = ("ebid", "ecc", "time_collected", "time_from_hello", "macs")
     EBID_FIELD_NUMBER: _ClassVar[int]

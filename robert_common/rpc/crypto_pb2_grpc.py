@@ -54,6 +54,11 @@ class CryptoServiceStub:
                 request_serializer=robert__common_dot_rpc_dot_crypto__pb2.DeleteIdentityRequest.SerializeToString,
                 response_deserializer=robert__common_dot_rpc_dot_crypto__pb2.DeleteIdentityResponse.FromString,
                 _registered_method=True)
+        self.ListIdentities = channel.unary_unary(
+                '/robert.crypto.v1.CryptoService/ListIdentities',
+                request_serializer=robert__common_dot_rpc_dot_crypto__pb2.ListIdentitiesRequest.SerializeToString,
+                response_deserializer=robert__common_dot_rpc_dot_crypto__pb2.ListIdentitiesResponse.FromString,
+                _registered_method=True)
         self.ValidateContacts = channel.unary_unary(
                 '/robert.crypto.v1.CryptoService/ValidateContacts',
                 request_serializer=robert__common_dot_rpc_dot_crypto__pb2.ValidateContactsRequest.SerializeToString,
@@ -97,6 +102,13 @@ class CryptoServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListIdentities(self, request, context):
+        """Reconciliation: the id_A of identities created before a time, in id_A order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ValidateContacts(self, request, context):
         """Matching: PROTOCOL.md section 8 steps 1 to 4, for a batch of contacts.
         """
@@ -133,6 +145,11 @@ def add_CryptoServiceServicer_to_server(servicer, server):
                     servicer.DeleteIdentity,
                     request_deserializer=robert__common_dot_rpc_dot_crypto__pb2.DeleteIdentityRequest.FromString,
                     response_serializer=robert__common_dot_rpc_dot_crypto__pb2.DeleteIdentityResponse.SerializeToString,
+            ),
+            'ListIdentities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIdentities,
+                    request_deserializer=robert__common_dot_rpc_dot_crypto__pb2.ListIdentitiesRequest.FromString,
+                    response_serializer=robert__common_dot_rpc_dot_crypto__pb2.ListIdentitiesResponse.SerializeToString,
             ),
             'ValidateContacts': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateContacts,
@@ -253,6 +270,33 @@ class CryptoService:
             '/robert.crypto.v1.CryptoService/DeleteIdentity',
             robert__common_dot_rpc_dot_crypto__pb2.DeleteIdentityRequest.SerializeToString,
             robert__common_dot_rpc_dot_crypto__pb2.DeleteIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIdentities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/robert.crypto.v1.CryptoService/ListIdentities',
+            robert__common_dot_rpc_dot_crypto__pb2.ListIdentitiesRequest.SerializeToString,
+            robert__common_dot_rpc_dot_crypto__pb2.ListIdentitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

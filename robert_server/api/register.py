@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from typing import Any
@@ -51,11 +52,39 @@ async def register(
     }
 
 
+FORGET_ATTEMPTS = 5
+FORGET_FIRST_DELAY = 0.5  # seconds, doubled after each failed attempt (about 8 s in all)
+_forgetting: set[asyncio.Task[None]] = set()
+
+
 async def _forget_identity(svc: Services, id_a: bytes) -> None:
+    """Delete the identity of a failed registration before answering, and if that first attempt fails,
+    retry in a task of its own (doubling delays) that neither the request's answer nor its cancellation
+    stops. Identities it still cannot delete are removed by the matcher's daily reconciliation
+    (robert_server/matching/orphans.py)."""
+    first_done = asyncio.Event()
+    task = asyncio.create_task(_forget_with_retries(svc, id_a, first_done))
+    _forgetting.add(task)
+    task.add_done_callback(_forgetting.discard)
+    await asyncio.shield(first_done.wait())
+
+
+async def _forget_with_retries(svc: Services, id_a: bytes, first_done: asyncio.Event) -> None:
+    delay = FORGET_FIRST_DELAY
     try:
-        await svc.crypto.delete_identity(id_a)
-    except CryptoError:
-        log.error("could not delete the identity of a failed registration")
+        for attempt in range(1, FORGET_ATTEMPTS + 1):
+            try:
+                await svc.crypto.delete_identity(id_a)
+                return
+            except CryptoError:
+                first_done.set()
+                if attempt == FORGET_ATTEMPTS:
+                    break
+                await asyncio.sleep(delay)
+                delay *= 2
+        log.error("identity of a failed registration not deleted; left to the daily reconciliation")
+    finally:
+        first_done.set()
 
 
 async def handle(request: web.Request) -> web.Response:

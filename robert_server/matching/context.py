@@ -33,6 +33,7 @@ class MatchingConfig:
     risk_page: int = 500
     validate_timeout: float = 60.0
     claim_batches: int = 8  # batches claimed, validated and written together (at most APPLIED_BATCHES_KEPT)
+    orphan_grace_seconds: float = 24 * 3600.0  # identities without a registration: deleted after this
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MatchingConfig:
@@ -44,6 +45,7 @@ class MatchingConfig:
             lease_seconds=settings.matcher_lease_seconds,
             risk_page=settings.matcher_risk_page,
             validate_timeout=max(settings.crypto_timeout * 30, 30.0),
+            orphan_grace_seconds=settings.identity_orphan_grace_hours * 3600,
         )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 
 from robert_server import kpis, registrations
-from robert_server.matching import risk, state
+from robert_server.crypto_client import CryptoClient, CryptoError
+from robert_server.matching import orphans, risk, state
 from robert_server.matching.context import PassContext
 
 log = logging.getLogger("robert.matcher")
@@ -18,8 +19,10 @@ log = logging.getLogger("robert.matcher")
 RECOUNT_ATTEMPTS = 5  # gauge recount: tries while concurrent counts move the gauge
 
 
-async def run_daily(ctx: PassContext) -> bool:
-    """Run today's job if no worker did yet and none is running it. True if run."""
+async def run_daily(ctx: PassContext, crypto: CryptoClient | None = None) -> bool:
+    """Run today's job if no worker did yet and none is running it. True if run.
+
+    With ``crypto``, also delete identities left without a registration (:mod:`.orphans`)."""
     today = ctx.today()
     now = ctx.time.clock.utcnow()
     if not await state.claim_daily(ctx.db, today, now, ctx.config.lease_seconds, ctx.owner):
@@ -29,9 +32,22 @@ async def run_daily(ctx: PassContext) -> bool:
         cleared = await clear_expired_risks(ctx)
         await kpis.increment(ctx.db, today, exposuresPurged=purged, riskFlagsCleared=cleared)
         await recount_gauges(ctx)
+        if crypto is not None:
+            await reconcile_identities(ctx, crypto)
         await state.finish_daily(ctx.db, today)
     log.info("daily matching maintenance", extra={"exposures_purged": purged, "risks_cleared": cleared})
     return True
+
+
+async def reconcile_identities(ctx: PassContext, crypto: CryptoClient) -> None:
+    """Orphan identities (:mod:`.orphans`); a crypto service that is down leaves them to the next day."""
+    cutoff = ctx.time.clock.now() - ctx.config.orphan_grace_seconds
+    try:
+        result = await orphans.delete_orphan_identities(ctx.db, crypto, cutoff)
+    except CryptoError as e:
+        log.warning("identity reconciliation not done: crypto service", extra={"reason": e.reason})
+        return
+    log.info("identity reconciliation", extra={"scanned": result.scanned, "deleted": result.deleted})
 
 
 async def purge_exposures(ctx: PassContext) -> int:

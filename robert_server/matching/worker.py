@@ -132,7 +132,7 @@ class Worker:
 
     async def daily_maintenance(self) -> bool:
         """Once a day (service clock), by one worker: purge, clear expired risks, recount. True if run."""
-        return await daily.run_daily(self.ctx)
+        return await daily.run_daily(self.ctx, self.crypto)
 
     # --- a group of batches (PROTOCOL.md 8) --------------------------------------------------------
 
