@@ -265,6 +265,9 @@ class Settings(BaseSettings):
     matcher_risk_page: int = Field(
         500, ge=1, description="Registrations read and written per risk-evaluation round"
     )
+    matcher_max_attempts: int = Field(
+        5, ge=1, description="Failed attempts at a contact batch before it is parked as a dead letter"
+    )
     identity_orphan_grace_hours: float = Field(
         24.0,
         gt=0,

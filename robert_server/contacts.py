@@ -33,7 +33,7 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 COLLECTION = "contacts"
 BATCH_SIZE = 100
@@ -197,6 +197,16 @@ async def release_batches(db: AsyncDatabase, batch_ids: Sequence[str], owner: st
         {"_id": {"$in": list(batch_ids)}, "lease_owner": owner},
         {"$set": {"lease_until": UNCLAIMED, "lease_owner": None}},
     )
+
+
+async def restore_batch(db: AsyncDatabase, batch: dict[str, Any]) -> None:
+    """Put a batch taken out of matching (a dead letter) back, unclaimed, with no attempt counted.
+    Idempotent: a batch already back is left as it is."""
+    doc = {k: v for k, v in batch.items() if k in ("_id", "report_id", "received_at", "contacts")}
+    try:
+        await collection(db).insert_one({**doc, "lease_until": UNCLAIMED, "lease_owner": None, "attempts": 0})
+    except DuplicateKeyError:
+        pass
 
 
 async def pending_batches(db: AsyncDatabase) -> int:

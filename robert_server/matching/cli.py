@@ -24,7 +24,35 @@ def register(sub: Any) -> None:  # sub: argparse._SubParsersAction
     p.add_argument(
         "--interval", type=float, default=None, help="seconds between passes (ROBERT_MATCHER_INTERVAL)"
     )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["dead-letters"],
+        help="dead-letters: list the contact batches matching gave up on (and --retry ID one of them)",
+    )
+    p.add_argument("--retry", metavar="ID", help="with dead-letters: put this batch back for matching")
     p.set_defaults(func=run)
+
+
+async def dead_letter_report(settings: Settings, retry: str | None) -> tuple[int, str]:
+    """``robert matcher dead-letters [--retry ID]``: (exit status, text to print)."""
+    from robert_server import dead_letters
+    from robert_server.matching import parking
+
+    async with open_database(settings, "robert matcher") as db:
+        if retry is not None:
+            if await parking.retry(db, retry):
+                return 0, f"{retry}: put back for matching"
+            return 1, f"{retry}: no such dead letter"
+        docs = await dead_letters.summaries(db)
+    lines = [f"{len(docs)} dead letter(s)"]
+    for d in docs:
+        parked = d["parked_at"].isoformat(timespec="seconds")
+        lines.append(
+            f"{d['_id']}  parked {parked}  attempts {d.get('attempts', 0)}  "
+            f"contacts {d['contacts']}  reason {d.get('reason', '?')}"
+        )
+    return 0, "\n".join(lines)
 
 
 async def run_matcher(settings: Settings, *, once: bool, interval: float | None = None) -> dict[str, Any]:
@@ -52,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging(settings.log_level)
     require_uri(settings, "robert matcher")
+    if args.retry is not None and args.action != "dead-letters":
+        raise SettingsError("--retry goes with: robert matcher dead-letters --retry ID")
+    if args.action == "dead-letters":
+        status, text = asyncio.run(dead_letter_report(settings, args.retry))
+        print(text)
+        return status
     if args.interval is not None and args.interval <= 0:
         raise SettingsError("--interval must be a positive number of seconds")
     result = asyncio.run(run_matcher(settings, once=args.once, interval=args.interval))

@@ -34,6 +34,7 @@ class MatchingConfig:
     validate_timeout: float = 60.0
     claim_batches: int = 8  # batches claimed, validated and written together (at most APPLIED_BATCHES_KEPT)
     orphan_grace_seconds: float = 24 * 3600.0  # identities without a registration: deleted after this
+    max_attempts: int = 5  # failed attempts at a batch before it is parked (robert_server.dead_letters)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MatchingConfig:
@@ -46,6 +47,7 @@ class MatchingConfig:
             risk_page=settings.matcher_risk_page,
             validate_timeout=max(settings.crypto_timeout * 30, 30.0),
             orphan_grace_seconds=settings.identity_orphan_grace_hours * 3600,
+            max_attempts=settings.matcher_max_attempts,
         )
 
 

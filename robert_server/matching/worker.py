@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import socket
+import struct
 import time
 import uuid
 from collections import Counter
@@ -40,7 +41,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from robert_common.clock import ServiceTime
 from robert_server import contacts, kpis
 from robert_server.crypto_client import CryptoClient, CryptoError
-from robert_server.matching import daily, exposures, risk, validation
+from robert_server.matching import daily, exposures, parking, risk, validation
 from robert_server.matching.context import MatchingConfig, PassContext, PassStats
 from robert_server.matching.settlement import settle_kpis
 
@@ -50,6 +51,9 @@ log = logging.getLogger("robert.matcher")
 
 LEASE_MARGIN = 0.2  # of the lease: a group is deleted at once only while more than this is left
 DEFAULT_CONFIG = MatchingConfig()  # the settings' defaults (tests, benchmarks)
+# What a batch's own data raises when the worker cannot read it (a missing field, a value of the wrong
+# type or size): that batch is isolated and, in the end, parked. Anything else propagates.
+UNREADABLE = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, struct.error)
 
 
 def default_owner() -> str:
@@ -99,6 +103,9 @@ class Worker:
                 )
             if not group:
                 break
+            group = await self._park_exhausted(group)
+            if not group:
+                continue
             lease_until = now + dt.timedelta(seconds=ctx.config.lease_seconds)
             if not await self.process_batches(group, lease_until):
                 break  # the crypto service is unavailable: try again at the next pass
@@ -153,7 +160,10 @@ class Worker:
                 with ctx.timed("db"):
                     await contacts.release_batches(ctx.db, batch_ids, ctx.owner)
                 return False
-            return True  # left leased: retried after the lease, and logged each time
+            return await self._isolate(batches, lease_until, e)
+        except UNREADABLE as e:  # a batch this worker cannot read (a corrupt document, a bug on its data)
+            log.warning("contact batch not processed", extra={"batches": len(batches)}, exc_info=True)
+            return await self._isolate(batches, lease_until, e)
         ctx.step("foreign_stored")
         await exposures.apply_scores(ctx, {b: s.scores for b, s in scored.items()})
         ctx.step("risk_evaluated")
@@ -167,6 +177,38 @@ class Worker:
         ctx.stats.counters.update(total)
         ctx.step("completed")
         return True
+
+    async def _isolate(
+        self, batches: Sequence[Mapping[str, Any]], lease_until: dt.datetime, error: Exception
+    ) -> bool:
+        """A group failed for a reason other than an unavailable crypto service: split it in halves
+        until the batch that fails is alone, so its neighbours go through now. A batch failing alone
+        stays leased (tried again after its lease) until its ``max_attempts``-th claim, then is parked
+        as a dead letter (:mod:`.parking`). False if the crypto service became unavailable."""
+        if len(batches) > 1:
+            half = len(batches) // 2
+            if not await self.process_batches(batches[:half], lease_until):
+                with self.ctx.timed("db"):
+                    await contacts.release_batches(
+                        self.ctx.db, [b["_id"] for b in batches[half:]], self.ctx.owner
+                    )
+                return False
+            return await self.process_batches(batches[half:], lease_until)
+        batch = batches[0]
+        if batch.get("attempts", 0) >= self.config.max_attempts:
+            await parking.park(self.ctx, batch, parking.reason_of(error))
+        return True
+
+    async def _park_exhausted(self, group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Batches claimed more than ``max_attempts`` times (each claim that never completed: a batch
+        that kills or stalls its worker) are parked unprocessed; the rest of the group is returned."""
+        keep = []
+        for batch in group:
+            if batch.get("attempts", 0) > self.config.max_attempts:
+                await parking.park(self.ctx, batch, "attempts exhausted")
+            else:
+                keep.append(batch)
+        return keep
 
     async def _validate_and_score(
         self, batches: Sequence[Mapping[str, Any]]
