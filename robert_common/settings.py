@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     )
     clock_shift_file: Path | None = Field(None, description="File holding a clock shift in seconds")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    up_max_restarts: int = Field(
+        5, ge=0, description="`robert up`: restarts of one component within the window before it stops all"
+    )
+    up_restart_window: float = Field(
+        300.0, gt=0, description="`robert up`: seconds over which a component's restarts are counted"
+    )
+    up_restart_backoff_max: float = Field(
+        30.0, gt=0, description="`robert up`: longest wait before restarting a crashed component"
+    )
 
     # --- crypto service (crypto_backend) -------------------------------------------------------
     crypto_listen: str = Field("127.0.0.1:50051", description="host:port the crypto gRPC service binds")

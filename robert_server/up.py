@@ -3,9 +3,14 @@
 Starts, in order: the embedded database (only when ROBERT_MONGODB_URI is unset), a development key
 store (only if none exists; with ROBERT_KEYSTORE=pkcs11, the keys in the token if it holds none),
 then one process of each component: ``robert crypto``, ``robert codes serve``, ``robert api`` and
-``robert matcher``. Every child gets the same settings through the
-environment. Ctrl-C (or SIGTERM) stops the children, then the database. If a child dies, the others
-are stopped too and ``robert up`` exits non-zero: a half-running system is worse than a stopped one.
+``robert matcher``. Every child gets the same settings through the environment. Ctrl-C (or SIGTERM)
+stops the children, then the database.
+
+Supervision: a component that exits is started again after a back-off (0.5 s, doubling up to
+``up_restart_backoff_max``), and the log says so; the embedded database is watched the same way and
+started again on the same port and data folder, so the components' URI stays valid. Only a component
+(or the database) that needs more than ``up_max_restarts`` restarts within ``up_restart_window`` seconds
+stops the whole system, with a non-zero exit: a crash loop is worse than a stopped system.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 
 from robert_common.clock import Clock
 from robert_common.logs import setup_logging
-from robert_common.mongo import EmbeddedMongo
+from robert_common.mongo import EmbeddedMongo, EmbeddedMongoError
 from robert_common.settings import EMBEDDED_URI_FILE, Settings, load_settings
 
 log = logging.getLogger("robert.up")
@@ -46,6 +51,36 @@ def register(sub: Any) -> None:
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     log.info("starting component", extra={"component": name})
     return subprocess.Popen([sys.executable, "-m", "robert_server.cli", *args], env=env)
+
+
+FIRST_BACKOFF = 0.5  # seconds before the first restart; doubled for each restart within the window
+
+
+class Restarts:
+    """When a crashed process may start again, and whether it failed too often (per process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_restarts = settings.up_max_restarts
+        self.window = settings.up_restart_window
+        self.backoff_max = settings.up_restart_backoff_max
+        self.times: dict[str, list[float]] = {}
+
+    def schedule(self, name: str, now: float) -> float | None:
+        """The delay before restarting ``name``, which just exited; None if it failed too often."""
+        recent = [t for t in self.times.get(name, []) if now - t < self.window]
+        if len(recent) >= self.max_restarts:
+            return None
+        recent.append(now)
+        self.times[name] = recent
+        return min(self.backoff_max, FIRST_BACKOFF * 2 ** (len(recent) - 1))
+
+
+def _restart_database(database: EmbeddedMongo) -> EmbeddedMongo:
+    """The embedded database again, on the same port and data folder (the children keep their URI)."""
+    database.stop()  # reaps the dead process, closes its log
+    again = EmbeddedMongo(database.data_dir, port=database.port)
+    again.start()
+    return again
 
 
 def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -100,13 +135,44 @@ def run(args: argparse.Namespace) -> int:
             extra={"api": f"http://{settings.http_host}:{settings.http_port}/api/v6",
                    "internal": f"http://{settings.metrics_host}:{settings.metrics_port}/health"},
         )  # fmt: skip
+        restarts = Restarts(settings)
+        due: dict[str, float] = {}  # component (or "database") -> when to start it again
+        commands = dict(COMPONENTS)
         while not stopping:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    log.error("component exited; stopping the system",
-                              extra={"component": name, "code": proc.returncode})  # fmt: skip
+            now = time.monotonic()
+            exited = [(n, p.returncode) for n, p in children.items() if n not in due and p.poll() is not None]
+            if database is not None and "database" not in due and database.proc is not None:
+                if database.proc.poll() is not None:
+                    exited.append(("database", database.proc.returncode))
+            for name, code in exited:
+                delay = restarts.schedule(name, now)
+                if delay is None:
+                    log.error(
+                        "component keeps failing; stopping the system",
+                        extra={"component": name, "code": code, "restarts": restarts.max_restarts,
+                               "window_seconds": restarts.window},
+                    )  # fmt: skip
                     return 1
-            time.sleep(0.5)
+                log.warning(
+                    "component exited; restarting it",
+                    extra={"component": name, "code": code, "in_seconds": delay},
+                )
+                due[name] = now + delay
+            for name, at in list(due.items()):
+                if at > now or stopping:
+                    continue
+                del due[name]
+                if name == "database" and database is not None:
+                    try:
+                        database = _restart_database(database)
+                    except EmbeddedMongoError:
+                        log.error("embedded database did not start again", exc_info=True)
+                        database.proc = None
+                        return 1
+                else:
+                    children[name] = _spawn(name, commands[name], env)
+                log.warning("component restarted", extra={"component": name})
+            time.sleep(0.2)
         return 0
     finally:
         _stop_all(children)
