@@ -400,12 +400,17 @@ class CryptoServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 1),  # several ``robert crypto`` processes may share the port
+                # Never share the port: a stray second ``robert crypto`` must fail to start, loudly,
+                # not silently take half the calls (scale out on distinct ports or machines).
+                ("grpc.so_reuseport", 0),
             ]
         )
         pb_grpc.add_CryptoServiceServicer_to_server(self.servicer, server)
         host = self.listen.rsplit(":", 1)[0]
-        port = server.add_insecure_port(self.listen)
+        try:
+            port = server.add_insecure_port(self.listen)
+        except RuntimeError:  # grpcio >= 1.60 raises instead of answering 0
+            port = 0
         if port == 0:
             raise OSError(f"cannot listen on {self.listen}")
         await server.start()

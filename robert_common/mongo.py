@@ -73,9 +73,10 @@ class EmbeddedMongo:
         storage = ":memory:"
         log_target: int | IO[bytes] = subprocess.DEVNULL
         if self.data_dir is not None:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             storage = str(self.data_dir / "db")
-            self._log = log_target = open(self.data_dir / "secantusdb.log", "ab")  # noqa: SIM115 - closed in stop()
+            log_fd = os.open(self.data_dir / "secantusdb.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._log = log_target = os.fdopen(log_fd, "ab")
         cmd = [
             sys.executable, "-m", "secantus",
             "--host", "127.0.0.1", "--port", str(self.port),
@@ -84,7 +85,7 @@ class EmbeddedMongo:
         try:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log_target, stderr=log_target,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, umask=0o077,  # its files: owner only
             )  # fmt: skip
         except OSError as e:
             raise EmbeddedMongoError(f"cannot start SecantusDB: {e}") from None

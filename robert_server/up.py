@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from robert_common.clock import Clock
@@ -97,6 +98,24 @@ def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
+def _make_private(data_dir: Path) -> None:
+    """The data folder and everything in it, owner only (0700 folders, 0600 files): also what earlier
+    versions left readable by all (0755 folder, 0644 database files and mongodb.uri)."""
+    data_dir.chmod(0o700)
+    for root, dirs, files in os.walk(data_dir):
+        for name, mode in [(d, 0o700) for d in dirs] + [(f, 0o600) for f in files]:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):  # a link may point out of the data folder: left alone
+                os.chmod(path, mode)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
 def _prepare(settings: Settings) -> None:
     """Development conveniences: a key store (and its passphrase file) when none exists."""
     from crypto_backend.keystore import ensure_dev_keystore
@@ -107,7 +126,9 @@ def _prepare(settings: Settings) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(use_running_embedded=False)
     setup_logging(settings.log_level)
+    os.umask(0o077)  # every file of the system (keys, database, codes) is its owner's only, children too
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _make_private(settings.data_dir)
     env = dict(os.environ)
     database: EmbeddedMongo | None = None
     uri_file = settings.data_dir / EMBEDDED_URI_FILE
@@ -124,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         if settings.mongodb_uri is None:
             database = EmbeddedMongo(settings.data_dir / "mongo")
             env["ROBERT_MONGODB_URI"] = database.start()
-            uri_file.write_text(env["ROBERT_MONGODB_URI"] + "\n")
+            _write_private(uri_file, env["ROBERT_MONGODB_URI"] + "\n")
             log.info("embedded database started", extra={"data": str(settings.data_dir / "mongo")})
         _prepare(settings)
         for name, cmd in COMPONENTS:

@@ -83,6 +83,10 @@ def _log_lines(path: Path) -> list[dict]:
 
 async def test_killed_crypto_service_and_database_come_back_and_a_phone_is_served(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes")}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data").chmod(0o755)  # as an earlier version left it
+    (tmp_path / "data" / "mongodb.uri").write_text("stale\n")
+    (tmp_path / "data" / "mongodb.uri").chmod(0o644)
     log_path = tmp_path / "up.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, watched over HTTP
@@ -91,6 +95,7 @@ async def test_killed_crypto_service_and_database_come_back_and_a_phone_is_serve
     )  # fmt: skip
     try:
         await _wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
+        _assert_private(tmp_path / "data")
         key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}")
         async with aiohttp.ClientSession() as http:
             phone = Phone(f"http://127.0.0.1:{ports['http']}", key, http=http)
@@ -121,6 +126,16 @@ async def test_killed_crypto_service_and_database_come_back_and_a_phone_is_serve
     restarted = [line["component"] for line in _log_lines(log_path) if line["msg"] == "component restarted"]
     assert restarted == ["crypto", "database"]
     assert any(line["msg"] == "component exited; restarting it" for line in _log_lines(log_path))
+
+
+def _assert_private(data: Path) -> None:
+    """Issue 10 item 8: the data folder was 0755, the database files and mongodb.uri 0644."""
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert (data / "mongodb.uri").stat().st_mode & 0o777 == 0o600
+    files = [p for p in (data / "mongo").rglob("*") if p.is_file()]
+    assert files, "no database file?"
+    for path in [*files, *(data / "mongo").rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} readable by others"
 
 
 async def _respawned(up_pid: int, marker: str, old: int) -> bool:

@@ -74,7 +74,7 @@ class CodeIssuerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeCode(self, request, context):
-        """Revoke an unused code of any kind.
+        """Revoke an unused code of any kind: one the caller issued, or any code with an admin token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,6 +59,7 @@ def register(sub: Any) -> None:  # sub: argparse._SubParsersAction
     isub = i.add_subparsers(dest="issuers_command", required=True, metavar="ACTION")
     add = isub.add_parser("add", help="add an issuer and print its token (shown only once)")
     add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may revoke any issuer's codes (others: their own)")
     isub.add_parser("list", help="list issuers")
     rev = isub.add_parser("revoke", help="revoke an issuer's token")
     rev.add_argument("name")
@@ -246,6 +247,15 @@ def render_qr(settings: Settings, code: str, out: Path | None, scale: int = 8) -
     return buf.getvalue()
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` readable by its owner only (0600, also when the file existed): a QR code is a live
+    code."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
+
+
 def run_qr(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
@@ -257,7 +267,7 @@ def run_qr(args: argparse.Namespace) -> int:
         if args.out is None:
             sys.stdout.buffer.write(image)
         else:
-            args.out.write_bytes(image)
+            write_private(args.out, image)
     except OSError as e:
         return _report("codes qr", CommandError(f"{args.out}: {e.strerror}"))
     return 0
@@ -291,7 +301,7 @@ async def issuers_command(db: AsyncDatabase, args: argparse.Namespace, now: dt.d
     await issuers.ensure_indexes(db)
     if args.issuers_command == "add":
         try:
-            token = await issuers.add(db, args.name, now)
+            token = await issuers.add(db, args.name, now, admin=getattr(args, "admin", False))
         except issuers.IssuerError as e:
             print(f"robert issuers: {e}", file=sys.stderr)
             return 1
@@ -305,7 +315,8 @@ async def issuers_command(db: AsyncDatabase, args: argparse.Namespace, now: dt.d
         for doc in await issuers.list_all(db):
             revoked = doc.get("revoked_at")
             state = f"revoked {revoked.isoformat()}" if revoked else "active"
-            print(f"{doc['_id']}\tadded {doc['created_at'].isoformat()}\t{state}")
+            scopes = ",".join(doc.get("scopes") or []) or "-"
+            print(f"{doc['_id']}\tadded {doc['created_at'].isoformat()}\t{state}\tscopes {scopes}")
     return 0
 
 

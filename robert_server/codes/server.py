@@ -89,8 +89,10 @@ class CodeIssuerServicer(pb_grpc.CodeIssuerServicer):
     async def RevokeCode(  # noqa: N802
         self, request: pb.RevokeCodeRequest, context: grpc.aio.ServicerContext
     ) -> pb.RevokeCodeResponse:
-        await self._issuer(context)
-        return pb.RevokeCodeResponse(revoked=await self.service.revoke(request.code))
+        issuer = await self._issuer(context)
+        # Only the issuer's own codes, unless its token has the admin scope (``robert issuers add --admin``).
+        only = None if await issuers.is_admin(self.service.db, issuer) else issuer
+        return pb.RevokeCodeResponse(revoked=await self.service.revoke(request.code, only))
 
     async def GetDailyCounts(  # noqa: N802
         self, request: pb.GetDailyCountsRequest, context: grpc.aio.ServicerContext
@@ -138,10 +140,14 @@ async def start_server(
     creds = server_credentials(settings)
     service = CodeService(db, settings, clock, pepper)
     await service.ensure_indexes()
-    server = grpc.aio.server()
+    # No SO_REUSEPORT: a second code issuer on the same port fails to start instead of sharing it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_CodeIssuerServicer_to_server(CodeIssuerServicer(service), server)
     address = listen or settings.codes_listen
-    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    try:
+        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    except RuntimeError:  # grpcio >= 1.60 raises instead of answering 0
+        port = 0
     if port == 0:
         raise SettingsError(f"cannot bind the code issuer to {address}")
     await server.start()

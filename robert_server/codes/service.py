@@ -155,10 +155,12 @@ class CodeService:
         await store.insert_one(self.db, store.new_code(key, JWT, valid, issuer=claims.kid, now=self.now()))
         return key
 
-    async def revoke(self, code: str) -> bool:
-        """Revoke an unused code; False if unknown, already used, revoked or expired."""
+    async def revoke(self, code: str, issuer: str | None = None) -> bool:
+        """Revoke an unused code; False if unknown, already used, revoked or expired, or (with
+        ``issuer``) issued by another issuer: the refusals look the same, so no issuer learns of another's
+        codes."""
         key = await self._key_of(code)
-        ok = key is not None and await store.revoke(self.db, key)
+        ok = key is not None and await store.revoke(self.db, key, issuer)
         if ok:
             metrics.REVOKED.inc()
         return ok

@@ -118,10 +118,15 @@ async def release(db: AsyncDatabase, key: bytes, token: str) -> bool:
     return result.modified_count == 1
 
 
-async def revoke(db: AsyncDatabase, key: bytes) -> bool:
-    """Revoke a code not yet used (an upload holding it will fail to confirm)."""
+async def revoke(db: AsyncDatabase, key: bytes, issuer: str | None = None) -> bool:
+    """Revoke a code not yet used (an upload holding it will fail to confirm); with ``issuer``, only a
+    code that issuer issued."""
+    query: dict[str, Any] = {"_id": key}
+    if issuer is not None:
+        query["issuer"] = issuer
+    query["state"] = {"$in": [UNUSED, RESERVED]}
     result = await collection(db).update_one(
-        {"_id": key, "state": {"$in": [UNUSED, RESERVED]}},
+        query,
         {"$set": {"state": REVOKED, "reserved_until": NEVER}, "$unset": {"reservation": ""}},
     )
     return result.modified_count == 1

@@ -97,6 +97,10 @@ async def test_qr_png_and_svg(cli_env: Path) -> None:
     buf = BytesIO()
     expected.save(buf, kind="svg", scale=8)
     assert svg.read_bytes() == buf.getvalue()
+    assert png.stat().st_mode & 0o777 == 0o600  # a live code: its owner's only
+    svg.chmod(0o644)
+    assert await robert("codes", "qr", code, "--out", str(svg)) == 0
+    assert svg.stat().st_mode & 0o777 == 0o600  # also over an existing file
     assert await robert("codes", "qr", "not-a-code", "--out", str(png)) == 2
     assert await robert("codes", "qr", code, "--out", str(cli_env / "code.gif")) == 2
 

@@ -114,10 +114,11 @@ async def test_revoke_code_over_grpc(
     code_issuer: CodeIssuerHandle, db: AsyncDatabase, codes_settings: Settings, codes_clock: ManualClock
 ) -> None:
     verifier = make_verifier(db, codes_settings, codes_clock)
+    admin = await issuers.add(db, "ops", code_issuer.service.now(), admin=True)  # codes of any issuer
     for kind in ("short", "long", "jwt"):
         code = await make_code(db, codes_settings, codes_clock, kind)
         answer = await code_issuer.stub.RevokeCode(
-            pb.RevokeCodeRequest(code=code), metadata=code_issuer.auth()
+            pb.RevokeCodeRequest(code=code), metadata=code_issuer.auth(admin)
         )
         assert answer.revoked
         assert await verifier.reserve(code, SOURCE) is None
@@ -125,6 +126,45 @@ async def test_revoke_code_over_grpc(
         pb.RevokeCodeRequest(code="QQQQQQ"), metadata=code_issuer.auth()
     )
     assert not unknown.revoked
+
+
+async def test_an_issuer_revokes_only_its_own_codes_unless_admin(
+    code_issuer: CodeIssuerHandle, db: AsyncDatabase, codes_settings: Settings, codes_clock: ManualClock
+) -> None:
+    """Issue 10 item 8: any issuer token could revoke another issuer's code."""
+    other = await issuers.add(db, "other-lab", code_issuer.service.now())
+    admin = await issuers.add(db, "ops", code_issuer.service.now(), admin=True)
+
+    async def revoke(code: str, token: str) -> bool:
+        answer = await code_issuer.stub.RevokeCode(
+            pb.RevokeCodeRequest(code=code), metadata=code_issuer.auth(token)
+        )
+        return answer.revoked
+
+    mine = [
+        (await code_issuer.stub.IssueShortCode(pb.IssueShortCodeRequest(), metadata=code_issuer.auth())).code
+        for _ in range(2)
+    ]
+    assert not await revoke(mine[0], other)  # looks like an unknown code: nothing learnt
+    assert await revoke(mine[0], code_issuer.token)
+    assert await revoke(mine[1], admin)
+    theirs = (
+        await code_issuer.stub.IssueShortCode(pb.IssueShortCodeRequest(), metadata=code_issuer.auth(other))
+    ).code
+    assert not await revoke(theirs, code_issuer.token)
+    verifier = make_verifier(db, codes_settings, codes_clock)
+    assert await verifier.reserve(theirs, SOURCE) is not None  # still valid
+
+
+async def test_a_second_code_issuer_on_the_same_port_fails_loudly(
+    code_issuer: CodeIssuerHandle, db: AsyncDatabase, codes_settings: Settings, codes_clock: ManualClock
+) -> None:
+    """Issue 10 item 8: with SO_REUSEPORT a stray second instance silently shared the port."""
+    from robert_common.settings import SettingsError
+    from robert_server.codes.server import start_server
+
+    with pytest.raises(SettingsError, match="cannot bind"):
+        await start_server(db, codes_settings, codes_clock, listen=code_issuer.address)
 
 
 async def test_daily_counts_issued_used_expired(
