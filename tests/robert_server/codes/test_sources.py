@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -97,3 +99,26 @@ def test_a_bad_trusted_proxy_stops_the_settings(tmp_path) -> None:
 
     with pytest.raises(SettingsError, match="not an IP address or CIDR"):
         load_settings(data_dir=tmp_path, trusted_proxies=["10.0.0.0/8", "proxy.example"])
+
+
+@pytest.mark.slow
+@pytest.mark.api_settings(codes_pepper=CODES_PEPPER)
+async def test_hundreds_of_concurrent_guesses_through_the_api_check_the_limit_only(api_server) -> None:
+    """Issue 10 item 4 through the real HTTP API: 300 concurrent bad codes from one source, 20 checked."""
+    from prometheus_client import REGISTRY
+
+    def checked() -> float:
+        value = REGISTRY.get_sample_value(
+            "robert_codes_verifications_total", {"kind": "short", "result": "unknown"}
+        )
+        return value or 0.0
+
+    api_server.use_verifier(make_verifier(api_server.db, api_server.settings, api_server.clock))
+    before = checked()
+    connector = aiohttp.TCPConnector(limit=300)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        statuses = await asyncio.gather(
+            *(_report(http, api_server.base_url, f"G{i:05d}", "ignored") for i in range(300))
+        )
+    assert statuses == [401] * 300
+    assert checked() - before == api_server.settings.codes_rate_limit_failures
