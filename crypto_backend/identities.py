@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crypto_backend.keystore import KeyStore, KeyStoreError
 
@@ -91,6 +91,31 @@ class IdentityStore:
                 continue
             return id_a
         raise IdentityError("could not draw an unused id_A")
+
+    async def create_many(self, count: int, now: dt.datetime) -> list[bytes]:
+        """``count`` new identities with random per-phone keys, stored with one ``insert_many``; their
+        id_A (seeding: the keys are never known outside this service). A colliding id_A is redrawn."""
+        out: list[bytes] = []
+        for _ in range(MAX_ID_ATTEMPTS):
+            keys = secrets.token_bytes(2 * CLIENT_KEY_SIZE * count)
+            ids = [new_id_a() for _ in range(count)]
+            docs = []
+            for k, id_a in enumerate(ids):
+                version, sealed = self.keystore.seal(keys[64 * k : 64 * k + 64], id_a)
+                docs.append({"_id": id_a, "keys": sealed, "kek_version": version, "created_at": now})
+            try:
+                await self.collection.insert_many(docs, ordered=False)
+                failed: set[bytes] = set()
+            except BulkWriteError as e:
+                errors = e.details.get("writeErrors", [])
+                if any(err.get("code") != 11000 for err in errors):
+                    raise
+                failed = {ids[err["index"]] for err in errors}
+            out += [id_a for id_a in ids if id_a not in failed]
+            count = len(failed)
+            if not count:
+                return out
+        raise IdentityError("could not draw unused id_A")
 
     def _open(self, doc: dict) -> Identity:
         id_a = bytes(doc["_id"])

@@ -48,6 +48,16 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
 
 
 async def create(db: AsyncDatabase, id_a: bytes, epoch_id: int, push_info: dict[str, Any] | None) -> None:
+    await collection(db).insert_one(_new(id_a, epoch_id, push_info))
+
+
+async def create_many(db: AsyncDatabase, id_as: Sequence[bytes], epoch_id: int) -> None:
+    """New registrations without push information, one ``insert_many`` (``robert seed``)."""
+    if id_as:
+        await collection(db).insert_many([_new(id_a, epoch_id, None) for id_a in id_as], ordered=False)
+
+
+def _new(id_a: bytes, epoch_id: int, push_info: dict[str, Any] | None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "_id": id_a,
         "created_epoch": epoch_id,
@@ -63,7 +73,7 @@ async def create(db: AsyncDatabase, id_a: bytes, epoch_id: int, push_info: dict[
     }
     if push_info:
         doc["push_info"] = push_info
-    await collection(db).insert_one(doc)
+    return doc
 
 
 async def get(db: AsyncDatabase, id_a: bytes) -> dict[str, Any] | None:
