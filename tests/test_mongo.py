@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pymongo import MongoClient, monitoring
 
-from robert_common.mongo import EmbeddedMongo
+from robert_common.mongo import IN_CHUNK, EmbeddedMongo, id_chunks
 
 
 class _Inserts(monitoring.CommandListener):
@@ -47,3 +47,12 @@ def test_embedded_database_is_standalone_and_writes_are_not_retryable(embedded_u
     finally:
         client.drop_database("t_standalone")
         client.close()
+
+
+def test_id_chunks_cut_every_in_to_at_most_in_chunk_ids() -> None:
+    ids = list(range(IN_CHUNK * 2 + 3))
+    chunks = id_chunks(ids)
+    assert [len(c) for c in chunks] == [IN_CHUNK, IN_CHUNK, 3]
+    assert [i for c in chunks for i in c] == ids
+    assert id_chunks([]) == []
+    assert 10 <= IN_CHUNK <= 25
