@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -65,10 +65,14 @@ async def find_by_ids(
     return [doc for docs in await asyncio.gather(*(read(c) for c in chunks)) for doc in docs]
 
 
-def mongo_client(uri: str, *, timeout_ms: int = 5000) -> AsyncMongoClient:
-    """The async client every component uses. Short timeouts: a slow database gives a clear error."""
+def mongo_client(
+    uri: str, *, timeout_ms: int = 5000, listeners: Sequence[monitoring.CommandListener] = ()
+) -> AsyncMongoClient:
+    """The async client every component uses. Short timeouts: a slow database gives a clear error.
+    ``listeners``: command listeners (tests and benchmarks watch the queries and count round trips)."""
     return AsyncMongoClient(
         uri,
+        event_listeners=list(listeners),
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=max(timeout_ms * 6, 30_000),
@@ -81,6 +85,37 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+CRUD_COMMANDS = frozenset(
+    {"find", "insert", "update", "delete", "findAndModify", "aggregate", "count", "distinct", "getMore"}
+)
+
+
+class CommandRecorder(monitoring.CommandListener):
+    """Records the CRUD commands a client sends while ``active``: ``(name, collection, command)``.
+    What the query-shape test checks and the benchmarks count (database round trips per operation)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.commands: list[tuple[str, str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.active and event.command_name in CRUD_COMMANDS:
+            name = event.command_name
+            target = event.command.get("collection") if name == "getMore" else event.command.get(name)
+            self.commands.append((name, str(target), dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def take(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The commands recorded so far, forgotten."""
+        out, self.commands = self.commands, []
+        return out
 
 
 class EmbeddedMongoError(RuntimeError):
