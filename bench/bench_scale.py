@@ -168,8 +168,9 @@ async def server_public_key(system: System) -> bytes:
         return await crypto.registration_public_key()
 
 
-async def register(system: System, key: bytes, n: int) -> tuple[list[Any], float]:
-    """``n`` phones registered through /register, ``CONCURRENCY`` at once: (phones, registrations/s)."""
+async def register(system: System, key: bytes, n: int) -> tuple[list[Any], float, dict[str, float]]:
+    """``n`` phones registered through /register, ``CONCURRENCY`` at once: (phones, registrations/s, CPU
+    ms per registration of each process)."""
     from robert_common.clock import Clock
     from simulator.phone import Phone
 
@@ -184,12 +185,14 @@ async def register(system: System, key: bytes, n: int) -> tuple[list[Any], float
                 if r.status != 201:
                     raise RuntimeError(f"/register answered {r.status}: {r.body}")
 
+        cpu0 = system.cpu()
         started = time.perf_counter()
         await asyncio.gather(*(one(p) for p in phones))
         elapsed = time.perf_counter() - started
+        cpu1 = system.cpu()
         for p in phones:
             p.http = None
-    return phones, n / elapsed
+    return phones, n / elapsed, {name: 1000 * (cpu1[name] - cpu0[name]) / n for name in cpu0}
 
 
 async def poll(system: System, phones: list[Any]) -> dict[str, float]:
@@ -426,6 +429,10 @@ async def store_many_contacts(db: Any, phones: list[Any], contacts_n: int, hello
 # --- main ------------------------------------------------------------------------------------------
 
 
+def _cpu(ms: dict[str, float]) -> str:
+    return ", ".join(f"{name} {ms[name]:.2f}" for name in ("database", "api", "crypto"))
+
+
 def level(system: System, key: bytes, target: int, phones: list[Any], first_rate: float) -> None:
     uri = system.env["ROBERT_MONGODB_URI"]
     have = asyncio.run(count_registrations(uri))
@@ -433,12 +440,12 @@ def level(system: System, key: bytes, target: int, phones: list[Any], first_rate
     if missing > 0:
         out, wall, _ = run_timed(system, "seed", "--registrations", str(missing))
         print(f"  seeded {missing} registrations in {wall:.0f} s ({missing / wall:.0f}/s): {out.strip()}")
-    new, rate = asyncio.run(register(system, key, PHONES_PER_LEVEL))
+    new, rate, cpu_ms = asyncio.run(register(system, key, PHONES_PER_LEVEL))
     phones += new
     total = asyncio.run(count_registrations(uri))
     print(f"  registrations: {total}")
     print(f"  /register: {rate:.0f}/s for the thousand at this level; first thousand {first_rate:.0f}/s "
-          f"(ratio {rate / first_rate:.2f})")  # fmt: skip
+          f"(ratio {rate / first_rate:.2f}); CPU ms per registration: {_cpu(cpu_ms)}")  # fmt: skip
     s = asyncio.run(poll(system, phones))
     cpu = ", ".join(f"{name} {s[f'{name}_cpu_ms']:.2f}" for name in ("database", "api", "crypto"))
     print(f"  /status: {s['per_second']:.0f}/s at {CONCURRENCY} in flight, p50 {s['p50_ms']:.0f} ms, "
@@ -474,8 +481,11 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  matching commands by kind: {dict(detail)}")
             key = asyncio.run(server_public_key(system))
             have = asyncio.run(count_registrations(uri))
-            phones, first = asyncio.run(register(system, key, PHONES_PER_LEVEL))
-            print(f"first thousand /register (at {have} registrations): {first:.0f}/s")
+            phones, first, cpu_ms = asyncio.run(register(system, key, PHONES_PER_LEVEL))
+            print(
+                f"first thousand /register (at {have} registrations): {first:.0f}/s; "
+                f"CPU ms each: {_cpu(cpu_ms)}"
+            )
             for target in args.levels:
                 print(f"level {target}:")
                 level(system, key, target, phones, first)
