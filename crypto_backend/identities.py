@@ -16,6 +16,7 @@ versions (``robert keys reseal``, see crypto_backend/cli.py).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import secrets

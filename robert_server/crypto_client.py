@@ -246,6 +246,7 @@ class _Stub:
     """The methods of proto/crypto.proto with their message types (the generated stub is untyped)."""
 
     create_registration: _Rpc[pb.CreateRegistrationRequest, pb.CreateRegistrationResponse]
+    create_registrations: _Rpc[pb.CreateRegistrationsRequest, pb.CreateRegistrationsResponse]
     authenticate_request: _Rpc[pb.AuthenticateRequestRequest, pb.AuthenticateRequestResponse]
     authenticate_requests: _Rpc[pb.AuthenticateRequestsRequest, pb.AuthenticateRequestsResponse]
     delete_identity: _Rpc[pb.DeleteIdentityRequest, pb.DeleteIdentityResponse]
@@ -257,6 +258,7 @@ class _Stub:
         stub = pb_grpc.CryptoServiceStub(channel)
         return cls(
             create_registration=stub.CreateRegistration,
+            create_registrations=stub.CreateRegistrations,
             authenticate_request=stub.AuthenticateRequest,
             authenticate_requests=stub.AuthenticateRequests,
             delete_identity=stub.DeleteIdentity,
@@ -321,10 +323,8 @@ class CryptoClient:
 
     async def create_registrations(self, count: int, *, deadline: float | None = None) -> list[bytes]:
         """``robert seed``: ``count`` (at most 10 000) new sealed identities with random keys; their id_A."""
-        response = await self._call(
-            "CreateRegistrations", pb.CreateRegistrationsRequest(count=count), deadline
-        )
-        assert isinstance(response, pb.CreateRegistrationsResponse)
+        request = pb.CreateRegistrationsRequest(count=count)
+        response = await _answer(self._stub.create_registrations(request, timeout=deadline or self.timeout))
         ids = response.id_as
         return [ids[k : k + ID_A_SIZE] for k in range(0, len(ids), ID_A_SIZE)]
 
