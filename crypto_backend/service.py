@@ -36,6 +36,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a ValidateContacts batch of thousands of
 KEYSTORE_CHECK_SECONDS = 10.0
 MAX_AUTH_BATCH = 1000  # requests in one AuthenticateRequests call
 LIST_PAGE_MAX = 1000  # id_A per ListIdentities page
+MAX_SEED_BATCH = 10_000  # identities in one CreateRegistrations call
 
 RPC_CALLS = Counter("robert_crypto_rpc_total", "Crypto service calls", ["method", "code"])
 RPC_SECONDS = Histogram(
@@ -207,6 +208,17 @@ class CryptoServicer(pb_grpc.CryptoServiceServicer):
             await self.identities.delete(id_a)  # nothing half-written
             raise
         return pb.CreateRegistrationResponse(id_a=id_a, sealed_tuples=sealed)
+
+    @_rpc
+    async def CreateRegistrations(  # noqa: N802
+        self, request: pb.CreateRegistrationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateRegistrationsResponse:
+        """``robert seed``: ``count`` new sealed identities with random keys, one insert for all."""
+        if not 1 <= request.count <= MAX_SEED_BATCH:
+            raise bad_argument(f"count must be 1 to {MAX_SEED_BATCH}")
+        self.refresh_keys()
+        id_as = await self.identities.create_many(request.count, self.clock.utcnow())
+        return pb.CreateRegistrationsResponse(id_as=b"".join(id_as))
 
     @_rpc
     async def AuthenticateRequest(  # noqa: N802

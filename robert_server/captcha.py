@@ -31,7 +31,6 @@ import string
 from typing import Protocol
 
 import aiohttp
-from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from yarl import URL
@@ -97,7 +96,11 @@ class BuiltinCaptcha:
         self.ttl = ttl
 
     async def ensure_indexes(self) -> None:
-        await self.db[COLLECTION].create_index([("expires_at", ASCENDING)])
+        """No secondary index: every /captcha and /register access is by ``_id``, and an index on
+        ``expires_at`` would cost each of the two writes of a registration for the sake of the purge,
+        which scans a collection that holds only the last minutes' challenges."""
+        if "expires_at_1" in await self.db[COLLECTION].index_information():
+            await self.db[COLLECTION].drop_index("expires_at_1")  # made by older versions
 
     async def create(self, kind: str, locale: str, *, answer: str | None = None) -> str:
         """A new challenge; ``answer`` fixed only by tests."""

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "robert_server.api.cli",  # robert api, robert config ...
     "robert_server.codes.cli",  # robert codes ..., robert issuers ...
     "robert_server.matching.cli",  # robert matcher
+    "robert_server.seed",  # robert seed
     "robert_server.up",  # robert up
 )
 

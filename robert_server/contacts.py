@@ -35,6 +35,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from robert_common.mongo import IN_CHUNK, find_by_ids, id_chunks
+
 COLLECTION = "contacts"
 BATCH_SIZE = 100
 UNCLAIMED = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -83,8 +85,11 @@ def collection(db: AsyncDatabase) -> AsyncCollection:
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
+    # claim_batches: every claim of every matching worker looks for the oldest expired leases.
     await collection(db).create_index([("lease_until", ASCENDING)])
-    await collection(db).create_index([("report_id", ASCENDING)])
+    # No index on report_id: delete_report (a failed upload, rare) reads the _id range of the report.
+    if "report_id_1" in await collection(db).index_information():
+        await collection(db).drop_index("report_id_1")  # made by older versions
 
 
 async def store_report(
@@ -117,8 +122,11 @@ async def store_report(
 
 
 async def delete_report(db: AsyncDatabase, report_id: str) -> None:
-    """Undo a store_report (the upload failed after storing, e.g. the code was consumed meanwhile)."""
-    await collection(db).delete_many({"report_id": report_id})
+    """Undo a store_report (the upload failed after storing, e.g. the code was consumed meanwhile).
+
+    Its batches are the ``_id`` range "<report_id>:" to "<report_id>;" (";" follows ":"): read on the
+    ``_id`` index, no index of its own."""
+    await collection(db).delete_many({"_id": {"$gte": f"{report_id}:", "$lt": f"{report_id};"}})
 
 
 # --- matching worker (issue 5): claims with a lease (several batches at a time), completion ------
@@ -155,6 +163,7 @@ async def claim_batches(
     candidates = [doc["_id"] for doc in await cursor.to_list()]
     random.shuffle(candidates)  # concurrent workers start on different batches
     lease_until = now + dt.timedelta(seconds=lease_seconds)
+    limit = min(limit, IN_CHUNK)  # one claim is one $in
     while candidates:
         ids, candidates = candidates[:limit], candidates[limit:]
         claim = uuid.uuid4().hex
@@ -166,7 +175,7 @@ async def claim_batches(
             },
         )
         if result.modified_count:
-            return await collection(db).find({"_id": {"$in": ids}, "claim": claim}).to_list()
+            return await find_by_ids(collection(db), ids, also={"claim": claim})
     return []
 
 
@@ -182,8 +191,11 @@ async def complete_batches(db: AsyncDatabase, batch_ids: Sequence[str], owner: s
     Which ones were deleted is known only when all were: call it while the lease is certainly held,
     and :func:`complete_batch` one by one otherwise.
     """
-    result = await collection(db).delete_many({"_id": {"$in": list(batch_ids)}, "lease_owner": owner})
-    return result.deleted_count
+    deleted = 0
+    for chunk in id_chunks(batch_ids):
+        result = await collection(db).delete_many({"_id": {"$in": chunk}, "lease_owner": owner})
+        deleted += result.deleted_count
+    return deleted
 
 
 async def release_batch(db: AsyncDatabase, batch_id: str, owner: str) -> None:
@@ -193,10 +205,11 @@ async def release_batch(db: AsyncDatabase, batch_id: str, owner: str) -> None:
 
 async def release_batches(db: AsyncDatabase, batch_ids: Sequence[str], owner: str) -> None:
     """Give claimed batches back at once, those that ``owner`` still holds (one operation)."""
-    await collection(db).update_many(
-        {"_id": {"$in": list(batch_ids)}, "lease_owner": owner},
-        {"$set": {"lease_until": UNCLAIMED, "lease_owner": None}},
-    )
+    for chunk in id_chunks(batch_ids):
+        await collection(db).update_many(
+            {"_id": {"$in": chunk}, "lease_owner": owner},
+            {"$set": {"lease_until": UNCLAIMED, "lease_owner": None}},
+        )
 
 
 async def restore_batch(db: AsyncDatabase, batch: dict[str, Any]) -> None:

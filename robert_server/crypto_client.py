@@ -36,6 +36,7 @@ UNSPECIFIED = "ERROR_REASON_UNSPECIFIED"
 # The one reason the client gives itself (with code INTERNAL): the service's answer broke the contract.
 MALFORMED_ANSWER = "MALFORMED_ANSWER"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+ID_A_SIZE = 5  # bytes of an id_A (PROTOCOL.md 2)
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _STATUS_CODES = {c.name: c for c in grpc.StatusCode if c is not grpc.StatusCode.OK}
 
@@ -245,6 +246,7 @@ class _Stub:
     """The methods of proto/crypto.proto with their message types (the generated stub is untyped)."""
 
     create_registration: _Rpc[pb.CreateRegistrationRequest, pb.CreateRegistrationResponse]
+    create_registrations: _Rpc[pb.CreateRegistrationsRequest, pb.CreateRegistrationsResponse]
     authenticate_request: _Rpc[pb.AuthenticateRequestRequest, pb.AuthenticateRequestResponse]
     authenticate_requests: _Rpc[pb.AuthenticateRequestsRequest, pb.AuthenticateRequestsResponse]
     delete_identity: _Rpc[pb.DeleteIdentityRequest, pb.DeleteIdentityResponse]
@@ -257,6 +259,7 @@ class _Stub:
         stub = pb_grpc.CryptoServiceStub(channel)
         return cls(
             create_registration=stub.CreateRegistration,
+            create_registrations=stub.CreateRegistrations,
             authenticate_request=stub.AuthenticateRequest,
             authenticate_requests=stub.AuthenticateRequests,
             delete_identity=stub.DeleteIdentity,
@@ -319,6 +322,13 @@ class CryptoClient:
         )
         response = await _answer(self._stub.create_registration(request, timeout=self.timeout))
         return Registration(id_a=response.id_a, sealed_tuples=response.sealed_tuples)
+
+    async def create_registrations(self, count: int, *, deadline: float | None = None) -> list[bytes]:
+        """``robert seed``: ``count`` (at most 10 000) new sealed identities with random keys; their id_A."""
+        request = pb.CreateRegistrationsRequest(count=count)
+        response = await _answer(self._stub.create_registrations(request, timeout=deadline or self.timeout))
+        ids = response.id_as
+        return [ids[k : k + ID_A_SIZE] for k in range(0, len(ids), ID_A_SIZE)]
 
     async def authenticate(
         self,

@@ -24,7 +24,6 @@ Document::
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from robert_common.mongo import find_by_ids, id_chunks
+
 COLLECTION = "registrations"
 
 
@@ -41,13 +42,45 @@ def collection(db: AsyncDatabase) -> AsyncCollection:
     return db[COLLECTION]
 
 
+# Secondary indexes, each read by a path that runs at least every matching pass. Every index costs
+# every write of the collection (on SecantusDB a conditional update 0.83 -> 2.59 ms of server CPU with
+# three): the /status write pays for them, so there are as few as possible. Partial: on MongoDB each
+# holds only the few registrations whose flag is true, not one entry per registration.
+INDEXES = {
+    # find_risk_pending: every matching pass, registrations whose exposures a crashed or raced
+    # evaluation left unevaluated.
+    "risk_pending_true": "risk_pending",
+    # find_kpi_pending: every matching pass (the KPI outbox on registrations, see _settle_kpis).
+    "kpi_pending_true": "kpi_pending",
+}
+# Dropped: at_risk (read only by the daily job, whose scan costs less than an index entry kept up to
+# date on every write) and the sparse indexes of older versions (true and false alike in them).
+DROPPED_INDEXES = ("at_risk_1", "risk_pending_1", "kpi_pending_1")
+
+
 async def ensure_indexes(db: AsyncDatabase) -> None:
-    await collection(db).create_index([("risk_pending", ASCENDING)], sparse=True)
-    await collection(db).create_index([("at_risk", ASCENDING)], sparse=True)
-    await collection(db).create_index([("kpi_pending", ASCENDING)], sparse=True)
+    existing = await collection(db).index_information()
+    for name in DROPPED_INDEXES:
+        if name in existing:
+            await collection(db).drop_index(name)
+    for name, field in INDEXES.items():
+        if name not in existing:
+            await collection(db).create_index(
+                [(field, ASCENDING)], name=name, partialFilterExpression={field: True}
+            )
 
 
 async def create(db: AsyncDatabase, id_a: bytes, epoch_id: int, push_info: dict[str, Any] | None) -> None:
+    await collection(db).insert_one(_new(id_a, epoch_id, push_info))
+
+
+async def create_many(db: AsyncDatabase, id_as: Sequence[bytes], epoch_id: int) -> None:
+    """New registrations without push information, one ``insert_many`` (``robert seed``)."""
+    if id_as:
+        await collection(db).insert_many([_new(id_a, epoch_id, None) for id_a in id_as], ordered=False)
+
+
+def _new(id_a: bytes, epoch_id: int, push_info: dict[str, Any] | None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "_id": id_a,
         "created_epoch": epoch_id,
@@ -63,7 +96,7 @@ async def create(db: AsyncDatabase, id_a: bytes, epoch_id: int, push_info: dict[
     }
     if push_info:
         doc["push_info"] = push_info
-    await collection(db).insert_one(doc)
+    return doc
 
 
 async def get(db: AsyncDatabase, id_a: bytes) -> dict[str, Any] | None:
@@ -105,8 +138,7 @@ async def get_many_for_status(db: AsyncDatabase, id_as: Sequence[bytes]) -> list
     """:func:`get_for_status` of many registrations in one ``$in`` read: one document (or None) per id_A."""
     if len(id_as) <= 1:
         return [await get_for_status(db, id_a) for id_a in id_as]
-    wanted = list(dict.fromkeys(id_as))
-    docs = await collection(db).find({"_id": {"$in": wanted}}, STATUS_FIELDS).to_list()
+    docs = await find_by_ids(collection(db), list(dict.fromkeys(id_as)), STATUS_FIELDS)
     found = {d["_id"]: d for d in docs}
     return [found.get(id_a) for id_a in id_as]
 
@@ -184,8 +216,10 @@ async def accept_statuses(db: AsyncDatabase, polls: Sequence[StatusPoll]) -> lis
     if result.matched_count == len(ops):
         applied = set(first)
     else:  # rare: another poll of some phone was accepted since its registration was read
-        query = {"_id": {"$in": list(first)}, "last_status_batch": batch_id}
-        applied = {d["_id"] for d in await collection(db).find(query, {"_id": 1}).to_list()}
+        docs = await find_by_ids(
+            collection(db), list(first), {"_id": 1}, also={"last_status_batch": batch_id}
+        )
+        applied = {d["_id"] for d in docs}
     out = []
     for k, p in enumerate(polls):
         if first[p.id_a] == k:
@@ -284,22 +318,9 @@ async def apply_batches(
     return result.modified_count
 
 
-FIND_CHUNK = 100  # ids per $in read: a long $in costs SecantusDB more than linearly (see find_for_risk)
-FINDS_IN_FLIGHT = 4
-
-
 async def find_for_risk(db: AsyncDatabase, id_as: list[bytes]) -> list[dict[str, Any]]:
-    """The risk fields of these registrations: ``$in`` reads of FIND_CHUNK ids, a few at a time."""
-    if len(id_as) <= FIND_CHUNK:
-        return await collection(db).find({"_id": {"$in": id_as}}, RISK_FIELDS).to_list()
-    gate = asyncio.Semaphore(FINDS_IN_FLIGHT)
-
-    async def read(chunk: list[bytes]) -> list[dict[str, Any]]:
-        async with gate:
-            return await collection(db).find({"_id": {"$in": chunk}}, RISK_FIELDS).to_list()
-
-    chunks = [id_as[k : k + FIND_CHUNK] for k in range(0, len(id_as), FIND_CHUNK)]
-    return [doc for docs in await asyncio.gather(*(read(c) for c in chunks)) for doc in docs]
+    """The risk fields of these registrations (chunked ``$in`` reads, see :func:`find_by_ids`)."""
+    return await find_by_ids(collection(db), id_as, RISK_FIELDS)
 
 
 async def find_risk_pending(db: AsyncDatabase, limit: int) -> list[dict[str, Any]]:
@@ -345,10 +366,11 @@ def kpi_key(doc: dict[str, Any]) -> str:
 
 async def clear_kpi_pending(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> None:
     """The counts of ``run_id`` were added: clear them (only where no later run replaced them)."""
-    await collection(db).update_many(
-        {"_id": {"$in": id_as}, "kpi_run": run_id},
-        {"$set": {"kpi_pending": False}, "$unset": {"kpi_run": "", "kpi_counts": ""}},
-    )
+    for chunk in id_chunks(id_as):
+        await collection(db).update_many(
+            {"_id": {"$in": chunk}, "kpi_run": run_id},
+            {"$set": {"kpi_pending": False}, "$unset": {"kpi_run": "", "kpi_counts": ""}},
+        )
 
 
 async def existing(db: AsyncDatabase, id_as: Sequence[bytes], chunk: int = 25) -> set[bytes]:
@@ -363,8 +385,7 @@ async def existing(db: AsyncDatabase, id_as: Sequence[bytes], chunk: int = 25) -
 
 async def written_by_run(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> set[bytes]:
     """Which of these registrations the risk evaluation ``run_id`` wrote last."""
-    cursor = collection(db).find({"_id": {"$in": id_as}, "risk_run": run_id}, {"_id": 1})
-    return {d["_id"] for d in await cursor.to_list()}
+    return {d["_id"] for d in await find_by_ids(collection(db), id_as, {"_id": 1}, also={"risk_run": run_id})}
 
 
 async def _pages(cursor: Any, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
@@ -380,7 +401,7 @@ async def _pages(cursor: Any, batch: int) -> AsyncIterator[list[dict[str, Any]]]
 
 
 def iter_at_risk(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every at-risk registration (indexed), ``batch`` at a time: for the daily reset of the flag."""
+    """Every at-risk registration, ``batch`` at a time, for the daily reset of the flag (a daily scan)."""
     return _pages(collection(db).find({"at_risk": True}, {"last_contact_ntp": 1}), batch)
 
 
@@ -418,7 +439,7 @@ async def drop_exposure_epochs(db: AsyncDatabase, expired: dict[bytes, list[int]
 
 
 async def count_at_risk(db: AsyncDatabase) -> int:
-    """Registrations at risk now (indexed count; the daily recount of the usersAtRisk gauge)."""
+    """Registrations at risk now (a scan: tests and benchmarks)."""
     return await collection(db).count_documents({"at_risk": True})
 
 
@@ -428,13 +449,13 @@ async def count_at_risk_counted(db: AsyncDatabase, counted: list[str] | None) ->
     A risk write that put a registration at risk carries its +1 in the KPI outbox (``kpi_pending``) until
     it is settled; those whose key (:func:`kpi_key`, or their run, as counted before keys were per
     document) is not in ``counted`` are left out, or a recount made between the write and its settling
-    would count them twice. One pass over the at-risk index: each document is read whole, so a
+    would count them twice. One pass over the collection (daily; at_risk has no index): each document is read whole, so a
     settlement that lands meanwhile changes ``counted`` and the caller's compare-and-set retries.
     """
     seen = set(counted or [])
     fields = {"kpi_pending": 1, "kpi_run": 1, "kpi_counts": 1}
     n = 0
-    async for doc in collection(db).find({"at_risk": True}, fields).batch_size(1000):
+    async for doc in collection(db).find({"at_risk": True}, fields).batch_size(1000):  # daily: a plain scan
         uncounted = (
             doc.get("kpi_pending")
             and (doc.get("kpi_counts") or {}).get("usersAtRisk") == 1

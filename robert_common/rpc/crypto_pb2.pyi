@@ -81,6 +81,18 @@ class CreateRegistrationResponse(_message.Message):
     sealed_tuples: bytes
     def __init__(self, id_a: _Optional[bytes] = ..., sealed_tuples: _Optional[bytes] = ...) -> None: ...
 
+class CreateRegistrationsRequest(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class CreateRegistrationsResponse(_message.Message):
+    __slots__ = ("id_as",)
+    ID_AS_FIELD_NUMBER: _ClassVar[int]
+    id_as: bytes
+    def __init__(self, id_as: _Optional[bytes] = ...) -> None: ...
+
 class AuthenticateRequestRequest(_message.Message):
     __slots__ = ("ebid", "epoch_id", "time", "mac", "request_type", "bundle")
     EBID_FIELD_NUMBER: _ClassVar[int]

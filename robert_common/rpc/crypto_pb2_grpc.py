@@ -39,6 +39,11 @@ class CryptoServiceStub:
                 request_serializer=robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationRequest.SerializeToString,
                 response_deserializer=robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationResponse.FromString,
                 _registered_method=True)
+        self.CreateRegistrations = channel.unary_unary(
+                '/robert.crypto.v1.CryptoService/CreateRegistrations',
+                request_serializer=robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationsRequest.SerializeToString,
+                response_deserializer=robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationsResponse.FromString,
+                _registered_method=True)
         self.AuthenticateRequest = channel.unary_unary(
                 '/robert.crypto.v1.CryptoService/AuthenticateRequest',
                 request_serializer=robert__common_dot_rpc_dot_crypto__pb2.AuthenticateRequestRequest.SerializeToString,
@@ -76,6 +81,14 @@ class CryptoServiceServicer:
 
     def CreateRegistration(self, request, context):
         """/register: ECDH with the phone, new id_A, sealed K_A,mac and K_A,tuples, first bundle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateRegistrations(self, request, context):
+        """`robert seed`: many new identities at once (random per-phone keys, sealed under the KEK, stored
+        with one insert): test and benchmark databases of national size without N /register calls.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +143,11 @@ def add_CryptoServiceServicer_to_server(servicer, server):
                     servicer.CreateRegistration,
                     request_deserializer=robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationRequest.FromString,
                     response_serializer=robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationResponse.SerializeToString,
+            ),
+            'CreateRegistrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRegistrations,
+                    request_deserializer=robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationsRequest.FromString,
+                    response_serializer=robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationsResponse.SerializeToString,
             ),
             'AuthenticateRequest': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthenticateRequest,
@@ -189,6 +207,33 @@ class CryptoService:
             '/robert.crypto.v1.CryptoService/CreateRegistration',
             robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationRequest.SerializeToString,
             robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRegistrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/robert.crypto.v1.CryptoService/CreateRegistrations',
+            robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationsRequest.SerializeToString,
+            robert__common_dot_rpc_dot_crypto__pb2.CreateRegistrationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,9 +30,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from robert_common.mongo import id_chunks
+
 COLLECTION = "codes"
 UNUSED, RESERVED, USED, REVOKED, EXPIRED = "unused", "reserved", "used", "revoked", "expired"
-_BATCH = 500
 NEVER = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # reserved_until of a code nobody holds
 _FREE = {"state": UNUSED, "reserved_until": NEVER}
 
@@ -42,7 +43,8 @@ def collection(db: AsyncDatabase) -> AsyncCollection:
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
-    """Index for the purge (every hot-path access is by ``_id``)."""
+    """The hourly purge (mark_expired, delete_old) reads ``valid_until``; every other access is by ``_id``.
+    Codes are written a few times each (issue, reserve, confirm): the index costs little there."""
     await collection(db).create_index([("valid_until", ASCENDING)])
 
 
@@ -147,9 +149,9 @@ async def mark_expired(db: AsyncDatabase, now: dt.datetime) -> dict[tuple[dt.dat
         groups[(doc["valid_until"].astimezone(dt.UTC).date(), doc["kind"])].append(doc["_id"])
     counts: dict[tuple[dt.date, str], int] = {}
     for group, keys in groups.items():
-        for i in range(0, len(keys), _BATCH):
+        for chunk in id_chunks(keys):
             result = await collection(db).update_many(
-                {"_id": {"$in": keys[i : i + _BATCH]}, "state": {"$in": [UNUSED, RESERVED]}},
+                {"_id": {"$in": chunk}, "state": {"$in": [UNUSED, RESERVED]}},
                 {"$set": {"state": EXPIRED, "reserved_until": NEVER}, "$unset": {"reservation": ""}},
             )
             counts[group] = counts.get(group, 0) + result.modified_count
@@ -158,5 +160,6 @@ async def mark_expired(db: AsyncDatabase, now: dt.datetime) -> dict[tuple[dt.dat
 
 async def delete_old(db: AsyncDatabase, states: list[str], before: dt.datetime) -> int:
     """Delete codes in ``states`` whose validity ended before ``before``."""
-    result = await collection(db).delete_many({"state": {"$in": states}, "valid_until": {"$lte": before}})
+    # The indexed field first: SecantusDB's planner tries the fields in the order given.
+    result = await collection(db).delete_many({"valid_until": {"$lte": before}, "state": {"$in": states}})
     return result.deleted_count

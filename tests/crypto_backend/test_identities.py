@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from crypto_backend import identities as identities_module
 from crypto_backend.identities import COLLECTION, IdentityError, IdentityStore
 from crypto_backend.keystore import FileKeyStore
+from robert_common.mongo import IN_CHUNK
 
 NOW = dt.datetime(2024, 6, 3, 10, tzinfo=dt.UTC)
 
@@ -102,5 +103,22 @@ async def test_get_many_reads_in_chunks(db: AsyncDatabase, keystore: FileKeyStor
     created = [await store.create(secrets.token_bytes(32), secrets.token_bytes(32), NOW) for _ in range(120)]
     strangers = [secrets.token_bytes(5) for _ in range(30)]
     found = await store.get_many(created + strangers)
-    assert set(found) == set(created)  # 150 ids: three chunks of 50 (identities_module.IN_CHUNK)
-    assert identities_module.IN_CHUNK < 150
+    assert set(found) == set(created)  # 150 ids: six chunks of 25 (robert_common.mongo.IN_CHUNK)
+    assert IN_CHUNK < 150
+
+
+async def test_create_many_seals_each_identity_and_redraws_collisions(
+    db: AsyncDatabase, keystore: FileKeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = IdentityStore(db, keystore)
+    taken = await store.create(b"a" * 32, b"b" * 32, NOW)
+    real = identities_module.new_id_a
+    draws = iter([taken])  # the first draw collides with an existing identity, the rest are random
+    monkeypatch.setattr(identities_module, "new_id_a", lambda: next(draws, None) or real())
+    id_as = await store.create_many(40, NOW)
+    assert len(id_as) == len(set(id_as)) == 40 and taken not in id_as
+    found = await store.get_many(id_as)
+    assert set(found) == set(id_as)
+    assert len({(i.k_mac, i.k_tuples) for i in found.values()}) == 40  # each its own random keys
+    assert (await store.get(taken)).k_mac == b"a" * 32  # type: ignore[union-attr]  # never overwritten
+    assert await db[COLLECTION].count_documents({}) == 41

@@ -45,3 +45,34 @@ async def test_polls_of_one_phone_in_one_batch_pass_one_at_a_time(db) -> None:
     # a minimum gap of 0 in the same epoch: each sees the write of the one before, and passes
     again = [StatusPoll(A, 30, 30, 0), StatusPoll(A, 30, 30, 0)]
     assert await registrations.accept_statuses(db, again) == [True, True]
+
+
+async def test_only_the_justified_indexes_exist_and_older_ones_are_dropped(db) -> None:
+    coll = registrations.collection(db)
+    await coll.create_index("at_risk", sparse=True)  # as older versions made it
+    await coll.create_index("risk_pending", sparse=True)
+    await registrations.ensure_indexes(db)
+    await registrations.ensure_indexes(db)  # idempotent
+    info = await coll.index_information()
+    assert set(info) == {"_id_", *registrations.INDEXES}
+    assert info["risk_pending_true"]["partialFilterExpression"] == {"risk_pending": True}
+
+
+async def test_the_daily_recount_counts_at_risk_registrations_but_not_uncounted_runs(db) -> None:
+    await _phones(db)
+    coll = registrations.collection(db)
+    await coll.update_one({"_id": A}, {"$set": {"at_risk": True}})
+    uncounted = {"at_risk": True, "kpi_pending": True, "kpi_run": "r2", "kpi_counts": {"usersAtRisk": 1}}
+    await coll.update_one({"_id": B}, {"$set": uncounted})
+    assert await registrations.count_at_risk_counted(db, ["r1"]) == 1  # B's +1 is still in the outbox
+    assert await registrations.count_at_risk_counted(db, ["r1", "r2"]) == 2
+    assert await registrations.count_at_risk_counted(db, None) == 1
+
+
+async def test_many_reads_are_chunked(db) -> None:
+    ids = [bytes([0, 0, 0, k // 256, k % 256]) for k in range(60)]
+    for id_a in ids[:50]:
+        await registrations.create(db, id_a, 10, None)
+    docs = await registrations.get_many_for_status(db, ids)
+    assert [d and d["_id"] for d in docs] == ids[:50] + [None] * 10
+    assert len(await registrations.find_for_risk(db, ids)) == 50

@@ -1,0 +1,48 @@
+"""``robert seed``: registrations with real sealed identities, created in bulk (issue 12)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from crypto_backend.identities import COLLECTION as IDENTITIES
+from robert_server import registrations, seed
+from robert_server.cli import main
+from robert_server.crypto_client import CryptoError, RequestType
+from tests.fixtures.crypto import CryptoService
+
+
+async def test_seed_creates_registrations_whose_identities_open(crypto_service: CryptoService) -> None:
+    svc = crypto_service
+    epoch = svc.epoch_now()
+    seen: list[int] = []
+    result = await seed.seed(svc.db, svc.client, 23, epoch, batch=10, in_flight=2, progress=seen.append)
+    assert result.registrations == 23 and len(seen) == 3 and max(seen) == 23
+    docs = await registrations.collection(svc.db).find({}).to_list()
+    id_as = {d["_id"] for d in docs}
+    assert len(id_as) == 23
+    assert {d["_id"] async for d in svc.db[IDENTITIES].find({}, {"_id": 1})} == id_as
+    fresh = registrations._new(docs[0]["_id"], epoch, None)
+    assert all(d == {**fresh, "_id": d["_id"]} for d in docs)  # the same document as /register makes
+    # A seeded identity is found and opens: only the (random) request MAC fails, not the lookup.
+    id_a = docs[0]["_id"]
+    with pytest.raises(CryptoError) as e:
+        await svc.client.authenticate(
+            svc.ebid(id_a, epoch), epoch, svc.clock.ntp_now(), secrets.token_bytes(32), RequestType.STATUS
+        )
+    assert e.value.reason == "INVALID_MAC"
+
+
+@pytest.mark.parametrize("count", [0, 10_001])
+async def test_bulk_creation_refuses_bad_counts(crypto_service: CryptoService, count: int) -> None:
+    with pytest.raises(CryptoError) as e:
+        await crypto_service.client.create_registrations(count)
+    assert e.value.reason == "BAD_ARGUMENT"
+    assert await crypto_service.db[IDENTITIES].count_documents({}) == 0
+
+
+@pytest.mark.parametrize("args", [["--registrations", "0"], ["--registrations", "5", "--batch", "0"]])
+def test_seed_command_refuses_bad_numbers(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["seed", *args]) == 2
+    assert "must be" in capsys.readouterr().err
