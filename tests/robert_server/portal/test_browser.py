@@ -4,10 +4,12 @@ screenshot under docs/portal/ (the README shows them)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import aiohttp
+import pytest
 
 from robert_server.codes.server import start_server
 from robert_server.portal import audit
@@ -50,7 +52,12 @@ async def report_with(portal: PortalHandle, code: str) -> tuple[int, int]:
     return first, second
 
 
-async def test_doctor_gets_a_code_that_reports_once(page: Any, portal: PortalHandle, shots: Any) -> None:
+async def test_doctor_gets_a_code_that_reports_once(
+    page: Any, portal: PortalHandle, shots: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text))
     await page.goto(portal.url + "/")
     await shots(page, "1-login")
     await provider_login(page, portal, "doctor")
@@ -73,6 +80,11 @@ async def test_doctor_gets_a_code_that_reports_once(page: Any, portal: PortalHan
     assert len(records) == 1 and records[0]["fallback"] is False
     assert records[0]["code_hash"] == audit.code_hash(AUDIT_KEY.encode(), code)
     assert pro == audit.pro_hash(AUDIT_KEY.encode(), "810000000001")  # the doctor's id, hashed
+
+    assert not [m for m in console if "Content Security Policy" in m]  # the pages obey their own CSP
+    logged = caplog.text + repr([r.__dict__ for r in caplog.records])
+    assert "code issued" in logged
+    assert code not in logged and "810000000001" not in logged  # no code, no identifier in the logs
 
 
 async def virtual_authenticator(page: Any) -> Any:
