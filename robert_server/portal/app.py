@@ -215,7 +215,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         log.warning(
             "identity provider unavailable", extra={"reason": str(e), "breaker": portal.oidc.breaker.state}
         )
-        response = message(request, 503, "provider_down", text="provider_down", fallback=True)
+        response = message(request, 503, "provider_down", fallback=True, login=True)
     except LoginError as e:
         log.warning("login refused", extra={"reason": str(e)})
         response = message(request, 502, "login_failed", text="login_failed")
@@ -244,7 +244,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     try:
         pro = await portal.oidc.finish(code, pending["nonce"], pending["verifier"])
     except ProviderUnavailable:
-        return message(request, 503, "provider_down", fallback=True)
+        return message(request, 503, "provider_down", fallback=True, login=True)
     except LoginError as e:
         log.warning("login refused", extra={"reason": str(e)})
         return message(request, 400, "login_failed", login=True)

@@ -125,6 +125,28 @@ async def test_provider_down_then_fallback_passkey_login(page: Any, portal: Port
     assert record["pro"] == audit.pro_hash(AUDIT_KEY.encode(), "810000000001")
 
 
+async def test_keyboard_only_on_a_phone_screen(page: Any, portal: PortalHandle, shots: Any) -> None:
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await provider_login(page, portal, "doctor")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Aller au contenu"  # skip link first
+    for _ in range(8):  # then the generate button, a few Tabs away
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.id") == "generate":
+            break
+    else:
+        raise AssertionError("the generate button cannot be reached with Tab")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#code")
+    code = await page.get_attribute("#code", "data-code")
+    assert code is not None and await page.get_attribute("#code", "aria-label") == " ".join(
+        code
+    )  # read one by one
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing wider than the phone's screen
+    await shots(page, "3-code-phone")
+
+
 async def test_fallback_login_without_a_passkey_fails_plainly(page: Any, portal: PortalHandle) -> None:
     await virtual_authenticator(page)  # an authenticator that holds no passkey for this site
     await page.goto(portal.url + "/login/fallback")
