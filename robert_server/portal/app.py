@@ -7,13 +7,14 @@ their services through ``request.app[PORTAL]``; errors become plain pages in one
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import logging
 import secrets
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,7 +59,6 @@ class Portal:
     templates: jinja2.Environment
     csp: str
     tz: zoneinfo.ZoneInfo
-    background: list[Any] = field(default_factory=list)
 
 
 PORTAL = web.AppKey("portal", Portal)
@@ -235,7 +235,13 @@ async def callback(request: web.Request) -> web.StreamResponse:
         return message(request, 401, "expired", login=True)
     pending = await portal.sessions.take(session, "oidc")
     state, code = request.query.get("state", ""), request.query.get("code", "")
-    if not pending or not hmac.compare_digest(state.encode(), str(pending["state"]).encode()) or not code:
+    iss = request.query.get("iss", portal.config.issuer)  # RFC 9207: which provider answered
+    if (
+        not pending
+        or not hmac.compare_digest(state.encode(), str(pending["state"]).encode())
+        or not code
+        or iss != portal.config.issuer
+    ):
         log.info(
             "login refused",
             extra={"reason": "state mismatch or no code", "error": request.query.get("error", "")[:40]},
@@ -428,6 +434,16 @@ async def health(request: web.Request) -> web.StreamResponse:
 # --- the application -----------------------------------------------------------------------------
 
 
+async def _purge_forever(sessions: SessionStore, interval: float = PURGE_INTERVAL) -> None:
+    """Delete sessions past their absolute timeout every ``interval`` seconds (a failure waits a turn)."""
+    while True:
+        try:
+            await sessions.purge()
+        except PyMongoError as e:
+            log.warning("session purge failed", extra={"error": type(e).__name__})
+        await asyncio.sleep(interval)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -471,9 +487,11 @@ def create_app(
             content_security_policy(config.issuer), zoneinfo.ZoneInfo(settings.codes_timezone),
         )  # fmt: skip
         await audit.ensure_indexes(database)
+        purger = asyncio.create_task(_purge_forever(sessions))
         try:
             yield
         finally:
+            purger.cancel()
             await issuer.close()
             await http.close()
             if client is not None:

@@ -108,19 +108,27 @@ class OidcClient:
         self._jwks_fetched_at = float("-inf")
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
-        """One request to the provider through the breaker; the body is read before returning."""
+        """One request to the provider through the breaker; the body is read before returning.
+
+        Whatever ends the call (an answer, an error, a cancellation) is reported to the breaker: a
+        half-open breaker must never wait forever for a probe that was cut short.
+        """
         if not self.breaker.allow():
             raise ProviderUnavailable("circuit open")
+        healthy = False
         try:
             async with self.http.request(method, url, timeout=self.timeout, **kwargs) as r:
                 await r.read()
+            healthy = r.status < 500
         except (aiohttp.ClientError, TimeoutError) as e:
-            self.breaker.failure()
             raise ProviderUnavailable(type(e).__name__) from None
-        if r.status >= 500:
-            self.breaker.failure()
+        finally:
+            if healthy:
+                self.breaker.success()
+            else:
+                self.breaker.failure()
+        if not healthy:
             raise ProviderUnavailable(f"HTTP {r.status}")
-        self.breaker.success()
         return r
 
     async def _json(self, r: aiohttp.ClientResponse, what: str) -> dict[str, Any]:

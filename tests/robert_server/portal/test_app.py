@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from robert_common.mongo import free_port
 from robert_common.settings import load_settings
 from robert_server.portal.app import SESSION_COOKIE, create_app
 from robert_server.portal.config import load_config
+from robert_server.portal.sessions import COLLECTION as SESSIONS
 
 
 @pytest.fixture
@@ -114,3 +116,21 @@ async def test_bad_requests_get_plain_pages(app_url: str) -> None:
             lang = r.headers["Set-Cookie"].split(";")[0]
         async with http.get(app_url + "/", headers={"Cookie": lang}) as r:
             assert '<html lang="en">' in await r.text()
+
+
+async def test_callback_from_another_issuer_is_refused(app_url: str, db) -> None:
+    """RFC 9207: the ``iss`` of the authorization response must be our provider (mix-up defence)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(app_url + "/login/fallback") as r:
+            cookie = session_cookie(r).split(";")[0]
+        token = cookie.split("=", 1)[1]
+        pending = {"state": "s" * 20, "nonce": "n", "verifier": "v"}
+        key = hashlib.sha256(token.encode()).hexdigest()
+        statuses = []
+        for iss in ("https://evil.example", None):
+            await db[SESSIONS].update_one({"_id": key}, {"$set": {"oidc": pending}})
+            query = {"code": "c", "state": pending["state"], **({"iss": iss} if iss else {})}
+            async with http.get(app_url + "/auth/callback", params=query, headers={"Cookie": cookie}) as r:
+                statuses.append(r.status)
+    # Another issuer: refused at once. Ours (or none said): the code goes to the provider, down here.
+    assert statuses == [400, 503]

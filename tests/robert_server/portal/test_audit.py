@@ -75,3 +75,16 @@ async def test_sessions_end_idle_or_absolute_and_one_time_values_are_taken_once(
     assert await store.get("unknown") == (None, False)
     doc = await db[COLLECTION].find_one({}) or {}
     assert s2.token not in repr(doc)  # only the token's hash is stored
+
+
+async def test_purge_deletes_sessions_past_their_absolute_timeout(db) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    store = SessionStore(db, clock, idle_seconds=900, absolute_seconds=3600)
+    old = await store.create()
+    clock.advance(1800)
+    young = await store.create()
+    clock.advance(1801)  # the first is past 3600 s, the second is not
+    assert await store.purge() == 1
+    remaining = [d["_id"] async for d in db[COLLECTION].find({})]
+    assert len(remaining) == 1 and old.token != young.token
+    assert (await store.get(young.token))[0] is not None

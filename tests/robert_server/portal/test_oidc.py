@@ -4,6 +4,7 @@ breaker when the provider is down and its single probe when it is back."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from robert_common.clock import ManualClock
 from robert_common.mongo import free_port
@@ -153,3 +155,41 @@ def test_professions_of_reads_only_well_formed_exercices() -> None:
     ) == {"10"}
     assert professions_of({"SubjectRefPro": "10"}) == set()
     assert professions_of({}) == set()
+
+
+async def test_a_probe_cut_short_does_not_leave_the_breaker_half_open_forever() -> None:
+    """Regression: a cancelled call (the browser went away) must still be reported to the breaker."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    clock = ManualClock(time.time())
+    try:
+        async with aiohttp.ClientSession() as http:
+            rp = OidcClient(
+                http, clock, CircuitBreaker(clock, 1, 30.0), issuer=url, client_id="portal",
+                client_secret=SECRET, redirect_uri=REDIRECT, scopes="openid", acr_values="", id_claim="sub",
+                timeout=60.0,
+            )  # fmt: skip
+            for _ in range(2):  # a first call, then the probe, both cancelled in flight
+                arrived.clear()
+                task = asyncio.create_task(rp.start())
+                await arrived.wait()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert rp.breaker.state == "open"
+                clock.advance(60)
+            assert rp.breaker.allow()  # a new probe may go
+    finally:
+        release.set()
+        await runner.cleanup()
