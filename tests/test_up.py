@@ -72,6 +72,7 @@ async def test_robert_up_serves_a_phone_and_stops_cleanly(tmp_path: Path) -> Non
 
             # ProStopCovid: the portal sends a login to the development provider robert up started.
             await _wait_healthy(f"http://127.0.0.1:{ports['portal']}/health", proc)
+            await _wait_healthy(f"http://127.0.0.1:{ports['idp']}/.well-known/openid-configuration", proc)
             async with http.get(f"http://127.0.0.1:{ports['portal']}/login", allow_redirects=False) as r:
                 assert r.status == 303, await r.text()
                 assert r.headers["Location"].startswith(f"http://127.0.0.1:{ports['idp']}/auth?")

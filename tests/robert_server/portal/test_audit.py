@@ -79,7 +79,7 @@ async def test_sessions_end_idle_or_absolute_and_one_time_values_are_taken_once(
 
 async def test_purge_deletes_sessions_past_their_absolute_timeout(db) -> None:
     clock = ManualClock(1_700_000_000.0)
-    store = SessionStore(db, clock, idle_seconds=900, absolute_seconds=3600)
+    store = SessionStore(db, clock, idle_seconds=3600, absolute_seconds=3600)
     old = await store.create()
     clock.advance(1800)
     young = await store.create()
