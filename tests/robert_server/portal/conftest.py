@@ -85,8 +85,8 @@ async def portal(api_server: Any, request: pytest.FixtureRequest) -> AsyncIterat
         "portal_oidc_client_secret": CLIENT_SECRET,
         "portal_audit_key": AUDIT_KEY,
         "portal_issuer_token": token,
-        "portal_oidc_timeout": 1.0,
-        "portal_codes_timeout": 1.0,
+        "portal_oidc_timeout": 5.0,
+        "portal_codes_timeout": 5.0,
         **(marker.kwargs if marker else {}),
     })  # fmt: skip
     clock = ManualClock(time.time())
