@@ -82,6 +82,10 @@ TEXTS: dict[str, tuple[str, str]] = {
         "passkey, or try again in a few minutes.",
     ),
     "retry": ("Réessayer", "Try again"),
+    "auto_retry": (
+        "Nouvel essai automatique dans 10 secondes.",
+        "Trying again automatically in 10 seconds.",
+    ),
     "login_failed_title": ("Connexion impossible", "Login failed"),
     "login_failed": (
         "La connexion n'a pas abouti. Veuillez recommencer.",

@@ -48,7 +48,20 @@ async function login(button) {
   }
 }
 
+// The code issuer was unreachable: try again by itself a few times (the button stays for the user).
+const AUTO_RETRIES = 3;
+function autoRetry(button) {
+  const done = Number(sessionStorage.getItem('portal-retries') || '0');
+  if (done >= AUTO_RETRIES) return;
+  sessionStorage.setItem('portal-retries', String(done + 1));
+  document.getElementById('auto-retry').textContent = button.dataset.autoText;
+  setTimeout(() => button.form.requestSubmit(), Number(button.dataset.autoSeconds) * 1000);
+}
+
 document.addEventListener('DOMContentLoaded', () => {
+  if (document.getElementById('code')) sessionStorage.removeItem('portal-retries');
+  const retry = document.getElementById('retry');
+  if (retry && retry.dataset.autoSeconds) autoRetry(retry);
   const print = document.querySelector('[data-print]');
   if (print) print.addEventListener('click', () => window.print());
   const enrollButton = document.getElementById('passkey-enroll');

@@ -207,19 +207,35 @@ async def test_session_expires_after_idle_time(page: Any, portal: PortalHandle, 
     assert await page.get_by_role("link", name="Se connecter avec Pro Santé Connect").is_visible()
 
 
-async def test_issuer_down_shows_no_code_and_retry_works(page: Any, portal: PortalHandle, shots: Any) -> None:
+async def test_issuer_down_shows_no_code_then_retries(page: Any, portal: PortalHandle, shots: Any) -> None:
     await provider_login(page, portal, "doctor")
     address = portal.settings.codes_address
     await portal.issuer_server.stop(None)
     await page.get_by_role("button", name="Générer un code").click()
     assert await page.locator("h1").inner_text() == "Service des codes injoignable"
     assert await page.locator("#code").count() == 0
+    await page.get_by_text("Nouvel essai automatique dans 10 secondes.").wait_for()
     await shots(page, "10-issuer-down")
     assert await portal.db[audit.AUDIT].count_documents({}) == 0
 
     server, _, _ = await start_server(portal.db, portal.api.settings, portal.api.clock, listen=address)
     portal.issuer_server = server  # stopped by the fixture
-    await page.get_by_role("button", name="Réessayer").click()
+    # No click: the page tries again by itself, and this time the code is stored, then shown.
+    await page.wait_for_selector("#code", timeout=30_000)
     code = await page.get_attribute("#code", "data-code")
     assert code is not None and CODE_RE.match(code)
     assert await portal.db[audit.AUDIT].count_documents({}) == 1
+    assert await page.evaluate("sessionStorage.getItem('portal-retries')") is None  # reset for next time
+
+
+async def test_the_retry_button_works_at_once(page: Any, portal: PortalHandle) -> None:
+    await provider_login(page, portal, "doctor")
+    address = portal.settings.codes_address
+    await portal.issuer_server.stop(None)
+    await page.get_by_role("button", name="Générer un code").click()
+    assert await page.locator("#code").count() == 0
+    server, _, _ = await start_server(portal.db, portal.api.settings, portal.api.clock, listen=address)
+    portal.issuer_server = server
+    await page.get_by_role("button", name="Réessayer").click()
+    code = await page.get_attribute("#code", "data-code")
+    assert code is not None and CODE_RE.match(code)
