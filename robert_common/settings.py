@@ -283,6 +283,62 @@ class Settings(BaseSettings):
         description="The daily job deletes identities older than this that have no registration",
     )
 
+    # --- ProStopCovid portal (robert_server.portal) --------------------------------------------
+    portal_host: str = Field("127.0.0.1", description="Address the ProStopCovid portal listens on")
+    portal_port: int = Field(8090, ge=0, le=65535, description="Port of the ProStopCovid portal")
+    portal_public_url: str | None = Field(
+        None,
+        description="Portal URL as browsers reach it (OIDC redirect, WebAuthn origin); unset: http://localhost:<port>",
+    )
+    portal_oidc_issuer: str | None = Field(
+        None,
+        description="OpenID Connect provider (issuer URL, e.g. Pro Santé Connect); unset: the dev provider",
+    )
+    portal_oidc_client_id: str = Field("robert-portal", description="OIDC client id of the portal")
+    portal_oidc_client_secret: SecretStr | None = Field(
+        None, description="OIDC client secret; unset: <data_dir>/portal/dev_client_secret (dev provider)"
+    )
+    portal_oidc_acr_values: str = Field("eidas1", description="acr_values asked of the provider")
+    portal_oidc_scopes: str = Field("openid scope_all", description="Scopes asked of the provider")
+    portal_oidc_id_claim: str = Field(
+        "SubjectNameID", description="Userinfo claim holding the professional's identifier"
+    )
+    portal_oidc_timeout: float = Field(
+        3.0,
+        gt=0,
+        le=30,
+        description="Seconds a call to the OIDC provider may take (then it counts as failed)",
+    )
+    portal_oidc_breaker_failures: int = Field(
+        3, ge=1, description="Consecutive provider failures that open the circuit breaker"
+    )
+    portal_oidc_breaker_open_seconds: float = Field(
+        30.0, gt=0, description="Seconds the breaker stays open before one probe is let through"
+    )
+    portal_professions: tuple[str, ...] = Field(
+        ("10", "60"), min_length=1,
+        description="Profession codes allowed to issue codes (JSON list; 10 doctor, 60 nurse)",
+    )  # fmt: skip
+    portal_session_idle_minutes: int = Field(15, ge=1, description="Minutes of inactivity ending a session")
+    portal_session_absolute_hours: int = Field(
+        12, ge=1, description="Hours after which a session always ends"
+    )
+    portal_codes_per_hour: int = Field(10, ge=1, description="Codes one professional may issue per hour")
+    portal_codes_per_day: int = Field(40, ge=1, description="Codes one professional may issue per day (UTC)")
+    portal_audit_key: SecretStr | None = Field(
+        None, description="HMAC key of the audit trail's hashes; unset: <data_dir>/portal/audit_key"
+    )
+    portal_issuer_token: SecretStr | None = Field(
+        None, description="Bearer token of the portal at the code issuer (`robert issuers add`)"
+    )
+    portal_issuer_token_file: Path | None = Field(
+        None, description="File holding that token (used when ROBERT_PORTAL_ISSUER_TOKEN is unset)"
+    )
+    portal_codes_timeout: float = Field(3.0, gt=0, description="Seconds a call to the code issuer may take")
+    portal_dev_idp_port: int = Field(
+        8091, ge=0, le=65535, description="Port of the development OIDC provider `robert up` starts"
+    )
+
     @field_validator("time_start")
     @classmethod
     def _check_time_start(cls, v: str) -> str:

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "robert_server.codes.cli",  # robert codes ..., robert issuers ...
     "robert_server.matching.cli",  # robert matcher
     "robert_server.seed",  # robert seed
+    "robert_server.portal.cli",  # robert portal ...
     "robert_server.up",  # robert up
 )
 

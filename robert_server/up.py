@@ -37,6 +37,10 @@ COMPONENTS: tuple[tuple[str, list[str]], ...] = (
     ("codes", ["codes", "serve"]),
     ("api", ["api"]),
     ("matcher", ["matcher"]),
+    # ProStopCovid (issue 13): the development OIDC provider (skipped when ROBERT_PORTAL_OIDC_ISSUER is
+    # set), then the portal, with an issuer token of its own (see robert_server/portal/up.py).
+    ("dev-idp", ["portal", "dev-idp"]),
+    ("portal", ["portal"]),
 )
 
 
@@ -148,13 +152,17 @@ def run(args: argparse.Namespace) -> int:
             _write_private(uri_file, env["ROBERT_MONGODB_URI"] + "\n")
             log.info("embedded database started", extra={"data": str(settings.data_dir / "mongo")})
         _prepare(settings)
+        from robert_server.portal.up import prepare_portal
+
+        skipped = prepare_portal(settings, env, args.without)
         for name, cmd in COMPONENTS:
-            if name not in args.without:
+            if name not in args.without and name not in skipped:
                 children[name] = _spawn(name, cmd, env)
         log.info(
             "system up",
             extra={"api": f"http://{settings.http_host}:{settings.http_port}/api/v6",
-                   "internal": f"http://{settings.metrics_host}:{settings.metrics_port}/health"},
+                   "internal": f"http://{settings.metrics_host}:{settings.metrics_port}/health",
+                   "portal": f"http://localhost:{settings.portal_port}/"},
         )  # fmt: skip
         restarts = Restarts(settings)
         due: dict[str, float] = {}  # component (or "database") -> when to start it again

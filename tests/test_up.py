@@ -35,7 +35,7 @@ async def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def test_robert_up_serves_a_phone_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes")}
+    ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes", "portal", "idp")}
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ROBERT_")},
         "ROBERT_DATA_DIR": str(tmp_path / "data"),
@@ -46,6 +46,8 @@ async def test_robert_up_serves_a_phone_and_stops_cleanly(tmp_path: Path) -> Non
         "ROBERT_CODES_LISTEN": f"127.0.0.1:{ports['codes']}",
         "ROBERT_CODES_ADDRESS": f"127.0.0.1:{ports['codes']}",
         "ROBERT_CAPTCHA": "off",
+        "ROBERT_PORTAL_PORT": str(ports["portal"]),
+        "ROBERT_PORTAL_DEV_IDP_PORT": str(ports["idp"]),
     }
     log_path = tmp_path / "up.log"
     log_file = log_path.open("wb")
@@ -67,6 +69,14 @@ async def test_robert_up_serves_a_phone_and_stops_cleanly(tmp_path: Path) -> Non
             status = await phone.status()
             assert status.status == 200, status.body
             assert status.body["riskLevel"] == 0
+
+            # ProStopCovid: the portal sends a login to the development provider robert up started.
+            await _wait_healthy(f"http://127.0.0.1:{ports['portal']}/health", proc)
+            await _wait_healthy(f"http://127.0.0.1:{ports['idp']}/.well-known/openid-configuration", proc)
+            async with http.get(f"http://127.0.0.1:{ports['portal']}/login", allow_redirects=False) as r:
+                assert r.status == 303, await r.text()
+                assert r.headers["Location"].startswith(f"http://127.0.0.1:{ports['idp']}/auth?")
+            assert (tmp_path / "data" / "portal" / "issuer_token").stat().st_mode & 0o077 == 0
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -1,0 +1,104 @@
+"""What the portal derives from the settings: URLs, secrets read from files, the allowed professions."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from robert_common.settings import Settings, SettingsError
+
+DEV_CLIENT_SECRET_FILE = "portal/dev_client_secret"  # noqa: S105 - a file name
+AUDIT_KEY_FILE = "portal/audit_key"
+MIN_KEY_BYTES = 16
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    public_url: str  # no trailing slash
+    issuer: str
+    client_id: str
+    client_secret: str
+    audit_key: bytes
+    issuer_token: str
+    professions: frozenset[str]
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.public_url + "/auth/callback"
+
+    @property
+    def post_logout_uri(self) -> str:
+        return self.public_url + "/logged-out"
+
+    @property
+    def rp_id(self) -> str:
+        """WebAuthn relying party id: the host browsers see (an IP address is not allowed)."""
+        return urlsplit(self.public_url).hostname or "localhost"
+
+    @property
+    def secure(self) -> bool:
+        """True when the page is served over HTTPS or on localhost (a potentially trustworthy origin)."""
+        parts = urlsplit(self.public_url)
+        return parts.scheme == "https" or parts.hostname in ("localhost", "127.0.0.1")
+
+
+def dev_secret(path: Path) -> str:
+    """Read ``path``, creating it (mode 0600, 256 random bits) if absent: development secrets."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def dev_issuer_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.portal_dev_idp_port}"
+
+
+def public_url(settings: Settings) -> str:
+    return (settings.portal_public_url or f"http://localhost:{settings.portal_port}").rstrip("/")
+
+
+def issuer_token(settings: Settings) -> str:
+    if settings.portal_issuer_token is not None:
+        return settings.portal_issuer_token.get_secret_value()
+    if settings.portal_issuer_token_file is not None:
+        try:
+            return settings.portal_issuer_token_file.read_text().strip()
+        except OSError as e:
+            raise SettingsError(
+                f"invalid settings:\n  ROBERT_PORTAL_ISSUER_TOKEN_FILE: {e.strerror}"
+            ) from None
+    raise SettingsError(
+        "invalid settings:\n  ROBERT_PORTAL_ISSUER_TOKEN: required (from `robert issuers add NAME`)"
+    )
+
+
+def load_config(settings: Settings, public: str | None = None, *, with_token: bool = True) -> PortalConfig:
+    """The portal's configuration; development secrets are created in ``data_dir`` when unset."""
+    if settings.portal_oidc_client_secret is not None:
+        client_secret = settings.portal_oidc_client_secret.get_secret_value()
+    else:
+        client_secret = dev_secret(settings.data_dir / DEV_CLIENT_SECRET_FILE)
+    if settings.portal_audit_key is not None:
+        audit_key = settings.portal_audit_key.get_secret_value().encode()
+    else:
+        audit_key = dev_secret(settings.data_dir / AUDIT_KEY_FILE).encode()
+    if len(audit_key) < MIN_KEY_BYTES:
+        raise SettingsError(f"invalid settings:\n  ROBERT_PORTAL_AUDIT_KEY: at least {MIN_KEY_BYTES} bytes")
+    return PortalConfig(
+        public_url=(public or public_url(settings)).rstrip("/"),
+        issuer=(settings.portal_oidc_issuer or dev_issuer_url(settings)).rstrip("/"),
+        client_id=settings.portal_oidc_client_id,
+        client_secret=client_secret,
+        audit_key=audit_key,
+        issuer_token=issuer_token(settings) if with_token else "",
+        professions=frozenset(settings.portal_professions),
+    )
