@@ -90,7 +90,8 @@ async def test_killed_crypto_service_and_database_come_back_and_a_phone_is_serve
     log_path = tmp_path / "up.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, watched over HTTP
-        [sys.executable, "-m", "robert_server.cli", "up", "--without", "matcher", "--without", "codes"],
+        [sys.executable, "-m", "robert_server.cli", "up", "--without", "matcher", "--without", "codes",
+         "--without", "portal", "--without", "dev-idp"],
         env=_env(tmp_path, ports), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
     )  # fmt: skip
     try:
@@ -149,7 +150,8 @@ async def test_a_component_that_keeps_failing_stops_the_system(tmp_path: Path) -
     log_file = log_path.open("wb")
     env = _env(tmp_path, ports, ROBERT_UP_MAX_RESTARTS="1", ROBERT_UP_RESTART_WINDOW="600")
     proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "robert_server.cli", "up", "--without", "matcher", "--without", "codes"],
+        [sys.executable, "-m", "robert_server.cli", "up", "--without", "matcher", "--without", "codes",
+         "--without", "portal", "--without", "dev-idp"],
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
     )  # fmt: skip
     try:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 async def test_robert_up_on_a_pkcs11_token(softhsm: SoftHsmToken, tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes")}
+    ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes", "portal", "idp")}
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ROBERT_")},
         **softhsm.env(),
@@ -35,6 +35,8 @@ async def test_robert_up_on_a_pkcs11_token(softhsm: SoftHsmToken, tmp_path: Path
         "ROBERT_CRYPTO_ADDRESS": f"127.0.0.1:{ports['crypto']}",
         "ROBERT_CODES_LISTEN": f"127.0.0.1:{ports['codes']}",
         "ROBERT_CODES_ADDRESS": f"127.0.0.1:{ports['codes']}",
+        "ROBERT_PORTAL_PORT": str(ports["portal"]),
+        "ROBERT_PORTAL_DEV_IDP_PORT": str(ports["idp"]),
         "ROBERT_CAPTCHA": "off",
     }
     log_path = tmp_path / "up.log"
