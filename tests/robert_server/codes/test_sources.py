@@ -104,7 +104,10 @@ def test_a_bad_trusted_proxy_stops_the_settings(tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.api_settings(codes_pepper=CODES_PEPPER)
 async def test_hundreds_of_concurrent_guesses_through_the_api_check_the_limit_only(api_server) -> None:
-    """Issue 10 item 4 through the real HTTP API: 300 concurrent bad codes from one source, 20 checked."""
+    """Issue 10 item 4 through the real HTTP API: 120 concurrent bad codes from one source, 20 checked.
+
+    (120, not more: on a loaded 2-core machine a few hundred concurrent reports outlast the API's request
+    deadline and answer 503, which says nothing about the limiter.)"""
     from prometheus_client import REGISTRY
 
     def checked() -> float:
@@ -115,10 +118,10 @@ async def test_hundreds_of_concurrent_guesses_through_the_api_check_the_limit_on
 
     api_server.use_verifier(make_verifier(api_server.db, api_server.settings, api_server.clock))
     before = checked()
-    connector = aiohttp.TCPConnector(limit=300)
+    connector = aiohttp.TCPConnector(limit=120)
     async with aiohttp.ClientSession(connector=connector) as http:
         statuses = await asyncio.gather(
-            *(_report(http, api_server.base_url, f"G{i:05d}", "ignored") for i in range(300))
+            *(_report(http, api_server.base_url, f"G{i:05d}", "ignored") for i in range(120))
         )
-    assert statuses == [401] * 300
+    assert statuses == [401] * 120
     assert checked() - before == api_server.settings.codes_rate_limit_failures
