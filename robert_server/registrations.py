@@ -449,13 +449,14 @@ async def count_at_risk_counted(db: AsyncDatabase, counted: list[str] | None) ->
     A risk write that put a registration at risk carries its +1 in the KPI outbox (``kpi_pending``) until
     it is settled; those whose key (:func:`kpi_key`, or their run, as counted before keys were per
     document) is not in ``counted`` are left out, or a recount made between the write and its settling
-    would count them twice. One pass over the collection (daily; at_risk has no index): each document is read whole, so a
-    settlement that lands meanwhile changes ``counted`` and the caller's compare-and-set retries.
+    would count them twice. One pass over the collection (daily; ``at_risk`` has no index): each document
+    is read whole, so a settlement that lands meanwhile changes ``counted`` and the caller's
+    compare-and-set retries.
     """
     seen = set(counted or [])
     fields = {"kpi_pending": 1, "kpi_run": 1, "kpi_counts": 1}
     n = 0
-    async for doc in collection(db).find({"at_risk": True}, fields).batch_size(1000):  # daily: a plain scan
+    async for doc in collection(db).find({"at_risk": True}, fields).batch_size(1000):
         uncounted = (
             doc.get("kpi_pending")
             and (doc.get("kpi_counts") or {}).get("usersAtRisk") == 1
