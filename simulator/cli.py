@@ -1,10 +1,15 @@
 """``robert-sim``: run a scenario of virtual phones against a ROBERT system, or check a scenario file.
 
     robert-sim check SCENARIO                      # validate, print the ground truth (no server needed)
-    robert-sim run SCENARIO [--server URL] [--issuer ADDR --issuer-token T] [--clock-shift-file F] ...
+    robert-sim run SCENARIO                        # on a throw-away system of its own
+    robert-sim run SCENARIO --server URL [--issuer ADDR --issuer-token T] [--clock-shift-file F] ...
 
-Defaults point at the local ``robert up`` and read the same ``ROBERT_*`` variables it does
-(``ROBERT_HTTP_PORT``, ``ROBERT_CRYPTO_ADDRESS``, ``ROBERT_CODES_ADDRESS``, ``ROBERT_CLOCK_SHIFT_FILE``);
+With no flag naming a system, ``run`` starts its own (simulator/system.py, ``LocalSystem``: database, key
+store, crypto, codes and API on free ports, captcha off, key auto-rotation, a clock-shift file), takes an
+issuer token from it, runs ``robert matcher --once`` against it, and stops it at the end. Any of the
+system flags (``SYSTEM_FLAGS``) means a system someone else runs: then the defaults point at the local
+``robert up`` and read the same ``ROBERT_*`` variables it does (``ROBERT_HTTP_PORT``,
+``ROBERT_CRYPTO_ADDRESS``, ``ROBERT_CODES_ADDRESS``, ``ROBERT_CLOCK_SHIFT_FILE``);
 ``ROBERT_SIM_ISSUER_TOKEN`` may hold the issuer token. See simulator/README.md.
 """
 
@@ -16,6 +21,7 @@ import base64
 import datetime as dt
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -33,6 +39,14 @@ from simulator.groundtruth import ground_truth
 from simulator.report import print_report, timeline_png, write_json
 from simulator.runner import Backend, Runner, RunOptions, ShiftFileTime
 from simulator.scenario import Scenario, ScenarioError, load_scenario
+from simulator.system import LaunchError, LocalSystem
+
+# Flags that name a system someone else runs; without any of them ``run`` starts its own.
+SYSTEM_FLAGS = (
+    "server", "server_key", "crypto", "issuer", "issuer_token", "clock_shift_file", "matcher_cmd",
+    "matcher_wait",
+)  # fmt: skip
+OWN_COMPONENTS = ("crypto", "codes", "api")  # matching: ``robert matcher --once`` at each step
 
 
 def _env(name: str, default: str) -> str:
@@ -63,30 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
     codes.add_argument("--out", type=Path, help="file to write (default: standard output)")
     codes.set_defaults(func=cmd_codes)
 
-    run = sub.add_parser("run", help="run a scenario against a live system")
-    run.add_argument("scenario", type=Path)
-    port = _env("ROBERT_HTTP_PORT", "8080")
-    run.add_argument(
-        "--server", default=f"http://127.0.0.1:{port}", help="phone API base URL (without /api/v6)"
+    run = sub.add_parser(
+        "run", help="run a scenario (on a throw-away system of its own unless --server ... is given)"
     )
+    run.add_argument("scenario", type=Path)
+    run.add_argument(
+        "--server", help="phone API base URL (without /api/v6) of a running system (default with other"
+        " system flags: http://127.0.0.1:$ROBERT_HTTP_PORT or 8080)",
+    )  # fmt: skip
     run.add_argument(
         "--server-key",
         type=Path,
         help="registration public key file (PEM/DER); default: ask the crypto service",
     )
-    run.add_argument("--crypto", default=_env("ROBERT_CRYPTO_ADDRESS", "127.0.0.1:50051"), help="crypto gRPC")
+    run.add_argument("--crypto", help="crypto gRPC (default: $ROBERT_CRYPTO_ADDRESS or 127.0.0.1:50051)")
+    run.add_argument("--issuer", help="code issuer gRPC (default: $ROBERT_CODES_ADDRESS or 127.0.0.1:50052)")
+    run.add_argument("--issuer-token", help="issuer token (default: $ROBERT_SIM_ISSUER_TOKEN)")
     run.add_argument(
-        "--issuer", default=_env("ROBERT_CODES_ADDRESS", "127.0.0.1:50052"), help="code issuer gRPC"
-    )
-    run.add_argument("--issuer-token", default=os.environ.get("ROBERT_SIM_ISSUER_TOKEN"), help="issuer token")
-    run.add_argument(
-        "--clock-shift-file", type=Path, default=os.environ.get("ROBERT_CLOCK_SHIFT_FILE"),
-        help="the system's clock-shift file (the one its processes were started with)",
+        "--clock-shift-file", type=Path,
+        help="the system's clock-shift file, the one its processes were started with"
+        " (default: $ROBERT_CLOCK_SHIFT_FILE)",
     )  # fmt: skip
     run.add_argument("--settle", type=float, default=1.2, help="seconds processes need to see a new time")
     m = run.add_mutually_exclusive_group()
     m.add_argument(
-        "--matcher-cmd", default="robert matcher --once", help="command that runs one matching pass"
+        "--matcher-cmd", help="command that runs one matching pass (default: robert matcher --once)"
     )
     m.add_argument("--matcher-wait", type=float, help="instead: seconds to wait for the system's own worker")
     run.add_argument("--start", type=dt.date.fromisoformat, help="UTC date of day 0 (default: next midnight)")
@@ -144,28 +159,75 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     sc = load_scenario(args.scenario)
     if args.seed is not None:
         sc.seed = args.seed
+    if not any(getattr(args, name) is not None for name in SYSTEM_FLAGS):
+        return _run_on_own_system(args, sc, console)
+    _external_defaults(args)
     if args.clock_shift_file is None:
         raise BackendError(
             "no clock-shift file: start the system with ROBERT_CLOCK_SHIFT_FILE=F"
-            " and pass --clock-shift-file F"
+            " and pass --clock-shift-file F (or pass no system flag: robert-sim starts its own system)"
         )
     if not args.issuer_token:
         raise BackendError("no issuer token: pass --issuer-token (e.g. from `robert issuers add sim`)")
-    return asyncio.run(_run(args, sc, console))
+    return asyncio.run(_run_external(args, sc, console))
 
 
-async def _run(args: argparse.Namespace, sc: Scenario, console: Console) -> int:
+def _external_defaults(args: argparse.Namespace) -> None:
+    """A system someone else runs: unset flags default to the local ``robert up`` and its variables."""
+    args.server = args.server or f"http://127.0.0.1:{_env('ROBERT_HTTP_PORT', '8080')}"
+    args.crypto = args.crypto or _env("ROBERT_CRYPTO_ADDRESS", "127.0.0.1:50051")
+    args.issuer = args.issuer or _env("ROBERT_CODES_ADDRESS", "127.0.0.1:50052")
+    args.issuer_token = args.issuer_token or os.environ.get("ROBERT_SIM_ISSUER_TOKEN")
+    if args.clock_shift_file is None and os.environ.get("ROBERT_CLOCK_SHIFT_FILE"):
+        args.clock_shift_file = Path(os.environ["ROBERT_CLOCK_SHIFT_FILE"])
+    if args.matcher_wait is None and args.matcher_cmd is None:
+        args.matcher_cmd = "robert matcher --once"
+
+
+def _run_on_own_system(args: argparse.Namespace, sc: Scenario, console: Console) -> int:
+    """Start a throw-away system with the settings a simulation needs, run on it, stop it."""
+    console.print("[dim]starting a throw-away system (database, key store, crypto, codes, API)...[/]")
+    with LocalSystem(OWN_COMPONENTS) as system:
+        key = system.server_public_key()
+        token = system.issuer_token("robert-sim")
+        console.print(f"[dim]system up: phone API at {system.base_url}, data in {system.dir}[/]")
+
+        async def run_matcher() -> None:
+            try:
+                await asyncio.to_thread(system.robert, "matcher", "--once")
+            except LaunchError as e:
+                raise BackendError(str(e)) from None
+
+        issuer = GrpcIssuer(system.codes_address, token)
+        time_control = ShiftFileTime(system.clock_shift_file, args.settle)
+        return asyncio.run(_run(args, sc, console, system.base_url, key, issuer, run_matcher, time_control))
+
+
+async def _run_external(args: argparse.Namespace, sc: Scenario, console: Console) -> int:
     key = load_server_key(args.server_key) if args.server_key else await fetch_server_key(args.crypto)
     issuer = GrpcIssuer(args.issuer, args.issuer_token)
     run_matcher = matcher_wait(args.matcher_wait) if args.matcher_wait else matcher_command(args.matcher_cmd)
+    time_control = ShiftFileTime(args.clock_shift_file, args.settle)
+    return await _run(args, sc, console, args.server, key, issuer, run_matcher, time_control)
+
+
+async def _run(
+    args: argparse.Namespace,
+    sc: Scenario,
+    console: Console,
+    server: str,
+    key: bytes,
+    issuer: GrpcIssuer,
+    run_matcher: Callable[[], Awaitable[None]],
+    time_control: ShiftFileTime,
+) -> int:
     start = None
     if args.start is not None:
         start = dt.datetime(args.start.year, args.start.month, args.start.day, tzinfo=dt.UTC).timestamp()
     options = RunOptions(
-        base_url=args.server.rstrip("/"), server_public_key=key, start_unix=start,
+        base_url=server.rstrip("/"), server_public_key=key, start_unix=start,
         concurrency=args.concurrency, show_progress=not args.no_progress,
     )  # fmt: skip
-    time_control = ShiftFileTime(args.clock_shift_file, args.settle)
     runner = Runner(sc, options, time_control, Backend(issuer.get_code, run_matcher))
     try:
         result = await runner.run()
@@ -188,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ScenarioError, BackendError) as e:
         print(f"robert-sim: {e}", file=sys.stderr)
         return 2
+    except LaunchError as e:
+        print(f"robert-sim: the throw-away system did not start: {e}", file=sys.stderr)
+        return 1
     except (OSError, RuntimeError) as e:
         print(f"robert-sim: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ never server internals. The protocol side (keys, EBIDs, request bodies, answers)
 code; the HTTP side is a thin aiohttp layer on top (imported only when used), so the tests, the
 simulator and the benchmarks call the ``async`` methods, while the Locust users (gevent) send the
 bodies with their own client: ``register_body()`` then ``register_answered(answer)``, ``status_body()`` then
-``status_answered(answer)``, ``report_body(code)``. Typical use::
+``status_answered(answer)``, ``report_body(code)``, ``dummy_report_body()``. Typical use::
 
     async with aiohttp.ClientSession() as http:
         phone = Phone(base_url, server_public_key_spki, clock=clock, http=http)
@@ -14,6 +14,7 @@ bodies with their own client: ``register_body()`` then ``register_answered(answe
         other.hear(hello, rssi=-60)            # another Phone keeps what it heard
         r = await phone.status()               # r.status == 200, r.body["riskLevel"] ...
         await other.report(code)               # uploads what it heard (PROTOCOL.md 6)
+        await phone.dummy_report()             # a fake upload the network cannot tell from a real one
         await phone.unregister()
 
 Every request method returns an :class:`ApiResponse` (status, JSON body or None) and never raises for
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +44,10 @@ if TYPE_CHECKING:
 
 API_PREFIX = "/api/v6"
 HELLO_SIZE = 16
+MIN_REPORT_BODY = 1024  # /report bodies are padded to a power of two bytes, at least this
+MAX_REPORT_BODY = 32 * 1024 * 1024  # the server's default ROBERT_REPORT_MAX_BODY_BYTES
+HELLOS_PER_FAKE_CONTACT = 180  # a dummy's fake contacts: 15 minutes of HELLOs every 5 s each
+CODE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 def b64(data: bytes) -> str:
@@ -51,6 +58,7 @@ def b64(data: bytes) -> str:
 class ApiResponse:
     status: int
     body: Any  # parsed JSON, or None when the body is empty or not JSON
+    size: int = 0  # bytes of the answer's body, as received
 
     @property
     def ok(self) -> bool:
@@ -67,6 +75,17 @@ class HeardHello:
     mac: bytes
     time_collected: int  # NTP seconds of the hearing phone
     rssi: int
+
+
+def padded_report(body: dict[str, Any], max_size: int = MAX_REPORT_BODY) -> dict[str, Any]:
+    """``body`` with a ``padding`` member ("0"s) that makes its JSON (``json.dumps``, default separators:
+    what aiohttp and requests send) exactly a power of two bytes long, at least :data:`MIN_REPORT_BODY`,
+    at most ``max_size`` (README, "Privacy on the wire")."""
+    padded = {**body, "padding": ""}
+    size = len(json.dumps(padded))
+    target = min(max(MIN_REPORT_BODY, 1 << (size - 1).bit_length()), max_size)
+    padded["padding"] = "0" * max(0, target - size)
+    return padded
 
 
 def parse_hello(hello: bytes) -> tuple[bytes, bytes, int, bytes]:
@@ -223,8 +242,30 @@ class Phone:
         self.open_bundle(base64.b64decode(answer["tuples"]))
 
     def report_body(self, code: str) -> dict[str, Any]:
-        """The ``POST /report`` body: every heard HELLO, unlocked by a code (PROTOCOL.md 6 and 7)."""
-        return {"token": code, "contacts": self.contacts()}
+        """The ``POST /report`` body: every heard HELLO, unlocked by a code (PROTOCOL.md 6 and 7), marked
+        ``"dummy": false`` and padded like a dummy's."""
+        return padded_report({"token": code, "contacts": self.contacts(), "dummy": False})
+
+    def dummy_report_body(self, hellos: int | None = None) -> dict[str, Any]:
+        """A fake upload (``"dummy": true``): a random short code and ``hellos`` random HELLOs (default:
+        as many as this phone has heard, i.e. what its real upload would carry now), in fake contacts of
+        up to :data:`HELLOS_PER_FAKE_CONTACT`, padded like a real body."""
+        count = len(self.heard) if hellos is None else hellos
+        now = self.ntp_now()
+        contacts = []
+        for first in range(0, count, HELLOS_PER_FAKE_CONTACT):
+            ids = [
+                {
+                    "timeCollectedOnDevice": now - 60 * (first + i),
+                    "timeFromHelloMessage": (now - 60 * (first + i)) & 0xFFFF,
+                    "mac": b64(os.urandom(5)),
+                    "rssiCalibrated": -40 - secrets.randbelow(50),
+                }
+                for i in range(min(HELLOS_PER_FAKE_CONTACT, count - first))
+            ]
+            contacts.append({"ebid": b64(os.urandom(8)), "ecc": b64(os.urandom(1)), "ids": ids})
+        code = "".join(secrets.choice(CODE_CHARS) for _ in range(6))
+        return padded_report({"token": code, "contacts": contacts, "dummy": True})
 
     # --- HTTP (aiohttp) --------------------------------------------------------------------------
 
@@ -241,7 +282,7 @@ class Phone:
                     parsed = json.loads(raw) if raw else None
                 except ValueError:
                     parsed = None
-                return ApiResponse(r.status, parsed)
+                return ApiResponse(r.status, parsed, len(raw))
         finally:
             if own:
                 await http.close()
@@ -274,6 +315,11 @@ class Phone:
     async def report(self, code: str) -> ApiResponse:
         """``POST /report`` with every heard HELLO, unlocked by a code (PROTOCOL.md 6 and 7)."""
         return await self.call("POST", "/report", self.report_body(code))
+
+    async def dummy_report(self, hellos: int | None = None) -> ApiResponse:
+        """A dummy ``POST /report`` (see :meth:`dummy_report_body`): the server stores nothing and answers
+        as it answers a real upload."""
+        return await self.call("POST", "/report", self.dummy_report_body(hellos))
 
     async def clock_info(self) -> ApiResponse:
         return await self.call("GET", "/clock")

@@ -34,6 +34,7 @@ class PhoneOutcome:
     diagnosed: bool = False
     reported: bool = False
     hellos_uploaded: int = 0
+    dummies: int = 0  # dummy /report uploads sent
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -68,6 +69,10 @@ class SimulationResult:
     start_unix: float  # simulated time of the scenario's day 0, 00:00 UTC
     wall_seconds: float = 0.0
     events: list[tuple[int, str, str]] = field(default_factory=list)  # (t, phone, what)
+    # (HTTP status, answer bytes) of every /report: what a network observer could compare
+    report_answers: dict[str, list[tuple[int, int]]] = field(
+        default_factory=lambda: {"real": [], "dummy": []}
+    )
 
     def verdict(self, phone: str) -> str:
         """``TP``, ``FP``, ``FN`` or ``TN`` for one phone."""
@@ -88,6 +93,10 @@ class SimulationResult:
             "start_unix": self.start_unix,
             "wall_seconds": round(self.wall_seconds, 2),
             "totals": {**asdict(c), "precision": c.precision, "recall": c.recall},
+            "report_answers": {
+                kind: sorted({f"{status} {size} B" for status, size in answers})
+                for kind, answers in self.report_answers.items()
+            },
             "phones": {
                 name: {
                     "verdict": self.verdict(name),
@@ -99,6 +108,7 @@ class SimulationResult:
                     "diagnosed": out.diagnosed,
                     "reported": out.reported,
                     "hellos_uploaded": out.hellos_uploaded,
+                    "dummies": out.dummies,
                     "errors": out.errors,
                 }
                 for name, out in self.outcomes.items()
@@ -158,6 +168,13 @@ def print_report(result: SimulationResult, console: Console, *, per_phone: bool 
     if per_phone:
         console.print(phone_table(result))
     console.print(summary_table(result))
+    dummies = result.report_answers["dummy"]
+    if dummies:
+        seen = {k: sorted({f"{st} {size} B" for st, size in a}) for k, a in result.report_answers.items()}
+        console.print(
+            f"dummy uploads: {len(dummies)}; answers to dummies {', '.join(seen['dummy'])}"
+            f" / to real uploads {', '.join(seen['real']) or '-'}"
+        )
 
 
 def write_json(result: SimulationResult, path: Path) -> None:

@@ -12,6 +12,10 @@ process at most once a second): before each step the runner writes ``shift = vir
 time`` and waits for the processes to see it, so a multi-day scenario takes minutes. Only phones that
 will report keep what they hear (nobody else's list ever leaves the phone, so the server sees exactly
 the same thing). Everything random comes from the scenario seed.
+
+Dummy uploads (``dummies.per_phone_per_day`` in the scenario): during each poll round every registered
+phone also sends a dummy ``/report`` with probability ``rate x hours between rounds / 24``; the status
+and length of every /report answer, real or dummy, are kept in the result (``report_answers``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import heapq
+import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -158,6 +164,8 @@ class Runner:
         self._next_encounter = 0
         self._seq = 0
         self.missing_keys = 0  # HELLOs an emitter could not build (no tuple for that epoch)
+        self._dummy_rng = random.Random(f"{scenario.seed}:dummies")
+        self.report_answers: dict[str, list[tuple[int, int]]] = {"real": [], "dummy": []}
 
     async def run(self) -> SimulationResult:
         wall = time.monotonic()
@@ -186,8 +194,9 @@ class Runner:
                 progress.update(task, completed=self.scenario.duration, status="done")
         truth = ground_truth(self.scenario)
         return SimulationResult(
-            self.scenario, truth, self.outcomes, self.start_unix, time.monotonic() - wall, self.events
-        )
+            self.scenario, truth, self.outcomes, self.start_unix, time.monotonic() - wall, self.events,
+            self.report_answers,
+        )  # fmt: skip
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -223,6 +232,7 @@ class Runner:
             out.errors.append(f"code issuer: {type(e).__name__}")
             return
         r = await phone.report(code)
+        self.report_answers["real"].append((r.status, r.size))
         out.reported = r.status == 200
         out.hellos_uploaded = len(phone.heard) if out.reported else 0
         if not out.reported:
@@ -245,7 +255,24 @@ class Runner:
                 out.notified_at = step.t
                 self.events.append((step.t, name, "notified"))
 
-        await asyncio.gather(*(poll(n) for n, p in self.phones.items() if p.registered))
+        async def dummy(name: str) -> None:
+            async with limit:
+                r = await self.phones[name].dummy_report()
+            self.outcomes[name].dummies += 1
+            self.report_answers["dummy"].append((r.status, r.size))
+            if r.status != 200 and f"dummy report: HTTP {r.status}" not in self.outcomes[name].errors:
+                self.outcomes[name].errors.append(f"dummy report: HTTP {r.status}")
+
+        registered = [n for n, p in self.phones.items() if p.registered]
+        await asyncio.gather(*(poll(n) for n in registered), *(dummy(n) for n in self._dummies(registered)))
+
+    def _dummies(self, registered: list[str]) -> list[str]:
+        """The phones that send a dummy upload in this poll round (a name twice: two dummies)."""
+        expected = self.scenario.dummies_per_day * self.scenario.poll_every / SECONDS_PER_DAY
+        if expected <= 0:
+            return []
+        whole, frac = math.floor(expected), expected - math.floor(expected)
+        return [n for n in registered for _ in range(whole + (self._dummy_rng.random() < frac))]
 
     # --- BLE -----------------------------------------------------------------------------------
 

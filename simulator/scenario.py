@@ -10,6 +10,7 @@ run. Format (every key but ``population`` is optional)::
     days: 5                      # length of the simulation in days (default: last event's day + 1)
     polling: {every_hours: 6}    # all phones poll /status once per round (>= the server's allowed gap)
     matching: {every_hours: 6, after_reports: true}   # when the matching worker runs
+    dummies: {per_phone_per_day: 1}   # dummy /report uploads each phone sends, on average (default 0)
     ble:                         # the BLE model (simulator/ble.py, BleParams): any field may be set
       hello_interval_s: 5
       path_loss_exponent: 2.0
@@ -160,6 +161,12 @@ class MatchingSpec(_Strict):
     after_reports: bool = True
 
 
+class DummiesSpec(_Strict):
+    """Dummy /report uploads (README, "Privacy on the wire"): sent during poll rounds, at random."""
+
+    per_phone_per_day: float = Field(0.0, ge=0, le=48)
+
+
 class GroundTruthSpec(_Strict):
     """The model's own definition of "exposed" (see simulator/groundtruth.py)."""
 
@@ -175,6 +182,7 @@ class ScenarioSpec(_Strict):
     days: int | None = Field(None, ge=1, le=60)
     polling: PollingSpec = PollingSpec()
     matching: MatchingSpec = MatchingSpec()
+    dummies: DummiesSpec = DummiesSpec()
     ble: BleParams = BleParams()
     ground_truth: GroundTruthSpec = GroundTruthSpec()
     population: list[PhoneSpec] = Field(min_length=1)
@@ -225,6 +233,7 @@ class Scenario:
     ground_truth: GroundTruthSpec
     source: str = ""
     groups: dict[str, list[str]] = field(default_factory=dict)
+    dummies_per_day: float = 0.0  # dummy /report uploads per phone per day, on average
 
     @property
     def duration(self) -> int:
@@ -295,7 +304,7 @@ def _expand(spec: ScenarioSpec, source: str) -> Scenario:
         encounters=sorted(encounters, key=lambda e: (e.start, e.a, e.b)), diagnoses=diagnoses,
         poll_every=int(spec.polling.every_hours * 3600), match_every=int(spec.matching.every_hours * 3600),
         match_after_reports=spec.matching.after_reports, ble=spec.ble, ground_truth=spec.ground_truth,
-        source=source, groups=groups,
+        source=source, groups=groups, dummies_per_day=spec.dummies.per_phone_per_day,
     )  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """A throw-away ROBERT system on this machine, one process per component: what the benchmarks, the load
-tests and (later) ``robert-sim run`` start for themselves.
+tests and ``robert-sim run`` (with no system flag) start for themselves.
 
     with LocalSystem(("crypto", "api"), env={"ROBERT_STATUS_MIN_EPOCH_GAP": "0"}) as system:
         key = system.server_public_key()          # what apps embed

@@ -127,4 +127,5 @@ def create_app(
 
     app.cleanup_ctx.append(resources)
     status.setup(app)  # after the services it uses: closed before them
+    report.setup(app)
     return app

@@ -15,6 +15,10 @@ LATENCY = Histogram(
     ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+DUMMY_REPORTS = Counter(
+    "robert_api_dummy_reports",
+    "Dummy /report uploads answered (recognised after reading the body; nothing stored, no code, no KPI)",
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -2,26 +2,42 @@
 
 The code is reserved, the contacts stored durably for matching under the reservation's report id,
 and only then is the code consumed; if storing fails the code is released for a retry.
+
+A body with ``"dummy": true`` is a fake upload (README, "Privacy on the wire"): it is read and validated
+like a real one, then answered like one (200, the same length, after a time drawn from real uploads':
+robert_server/api/dummies.py) with nothing stored, no code looked at, no KPI and no rate-limit count; only
+the ``robert_api_dummy_reports`` metric counts it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from robert_server import contacts, kpis
+from robert_server.api import padding
 from robert_server.api import validation as v
+from robert_server.api.dummies import LatencyReservoir
 from robert_server.api.errors import ApiError
+from robert_server.api.metrics import DUMMY_REPORTS
 from robert_server.api.services import SERVICES, Services
 from robert_server.codes import sources
 
 log = logging.getLogger("robert.api")
 
 MAX_TOKEN = 2048  # a JWT code is a few hundred characters
+DUMMY_ANSWER = {"success": True, "message": "Successful operation"}  # padded to a real answer's length
+REAL_TIMES: web.AppKey[LatencyReservoir] = web.AppKey("report_real_times")
+
+
+def setup(app: web.Application) -> None:
+    """Give the app the reservoir of real upload times that dummies are answered after."""
+    app[REAL_TIMES] = LatencyReservoir()
 
 
 async def report(svc: Services, code: str, items: Sequence[contacts.Contact], source: str) -> dict[str, Any]:
@@ -51,12 +67,23 @@ async def report(svc: Services, code: str, items: Sequence[contacts.Contact], so
 
 
 async def handle(request: web.Request) -> web.Response:
+    started = time.monotonic()
     svc = request.app[SERVICES]
     body = await v.read_json(request, svc.settings.report_max_body_bytes)
     items = v.contacts(body)  # null contacts: 400 before the code is looked at, as deployed
     code = v.string(body, "token", max_len=MAX_TOKEN)
     assert code is not None
+    v.padding(body)
+    size = request.content_length or 0
+    shape = padding.report_shape(svc.tokens)
+    if v.boolean(body, "dummy"):
+        DUMMY_REPORTS.inc()
+        answer_at = started + request.app[REAL_TIMES].sample(size)
+        await asyncio.sleep(max(0.0, answer_at - time.monotonic()))
+        return web.Response(body=shape.dumps(DUMMY_ANSWER), content_type="application/json")
     trusted = sources.trusted_networks(tuple(svc.settings.trusted_proxies))
     source = sources.source_of(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
     result = await report(svc, code, items, source)
-    return web.Response(body=orjson.dumps(result), content_type="application/json")
+    padded = shape.dumps(result)  # constant length (see padding.py)
+    request.app[REAL_TIMES].record(size, time.monotonic() - started)
+    return web.Response(body=padded, content_type="application/json")

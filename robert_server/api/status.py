@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from robert_common.clock import ServiceTime
 from robert_server import kpis, registrations
+from robert_server.api import padding
 from robert_server.api import validation as v
 from robert_server.api.auth import Authenticated, check_drift, crypto_failure
 from robert_server.api.batching import MicroBatcher
@@ -25,6 +26,7 @@ from robert_server.api.errors import ApiError, bad_request
 from robert_server.api.services import SERVICES, Services
 from robert_server.api.validation import AuthFields
 from robert_server.crypto_client import AuthRequest, Bundle, CryptoError, RequestType
+from robert_server.tokens import TokenSigner
 
 log = logging.getLogger("robert.api")
 
@@ -78,10 +80,14 @@ async def _batcher(app: web.Application) -> AsyncIterator[None]:
 async def status(
     svc: Services, batcher: StatusBatcher, fields: AuthFields, push_info: dict[str, str] | None
 ) -> dict[str, Any]:
-    """Authenticate with a bundle, apply the minimum gap between polls, answer the risk."""
+    """Authenticate with a bundle, apply the minimum gap between polls, answer the risk (unpadded:
+    :func:`handle` sends it with :func:`padding.status_shape`)."""
     polled = await batcher.submit(Poll(fields, push_info))
     at_risk = bool(polled.reg.get("at_risk"))
-    return await _answer(svc, polled.reg, polled.id_a, polled.sealed_tuples, at_risk, polled.epoch_id)
+    config = await svc.config.get()
+    return answer(
+        svc.time, svc.tokens, config, polled.reg, polled.id_a, polled.sealed_tuples, at_risk, polled.epoch_id
+    )
 
 
 async def status_many(svc: Services, polls: list[Poll]) -> list[Accepted | ApiError]:
@@ -163,45 +169,55 @@ async def _too_soon(svc: Services, auth: Authenticated, epoch_id: int) -> ApiErr
     return bad_request("status requested too soon")
 
 
-def _risk_scoring_ntp(svc: Services, reg: dict[str, Any]) -> int | None:
+def _risk_scoring_ntp(time: ServiceTime, reg: dict[str, Any]) -> int | None:
     if reg.get("last_risk_scoring_ntp"):
         return int(reg["last_risk_scoring_ntp"])
     if reg.get("latest_risk_epoch"):
-        return svc.time.epoch_start(int(reg["latest_risk_epoch"]))
+        return time.epoch_start(int(reg["latest_risk_epoch"]))
     return None
 
 
-async def _answer(
-    svc: Services, reg: dict[str, Any], id_a: bytes, sealed: bytes, at_risk: bool, epoch_id: int
+def answer(
+    time: ServiceTime,
+    tokens: TokenSigner,
+    config: list[dict[str, Any]],
+    reg: dict[str, Any],
+    id_a: bytes,
+    sealed: bytes,
+    at_risk: bool,
+    epoch_id: int,
 ) -> dict[str, Any]:
-    now = svc.time.clock.now()
+    """The answer to an accepted poll (PROTOCOL.md 6), before padding."""
+    now = time.clock.now()
     out: dict[str, Any] = {
         "riskLevel": RISK_HIGH if at_risk else RISK_NONE,
         "tuples": base64.b64encode(sealed).decode(),
-        "config": await svc.config.get(),
+        "config": config,
     }
     if at_risk:
         last_contact = reg.get("last_contact_ntp")
-        scoring = _risk_scoring_ntp(svc, reg)
+        scoring = _risk_scoring_ntp(time, reg)
         if last_contact:
             out["lastContactDate"] = str(int(last_contact))
         if scoring:
             out["lastRiskScoringDate"] = str(scoring)
         if last_contact:
             # Same exposure, same jti: the declaration service can refuse a second declaration.
-            jti = svc.tokens.declaration_jti(id_a, int(reg.get("latest_risk_epoch") or 0))
-            out["declarationToken"] = svc.tokens.declaration_token(
+            jti = tokens.declaration_jti(id_a, int(reg.get("latest_risk_epoch") or 0))
+            out["declarationToken"] = tokens.declaration_token(
                 now,
                 last_contact_ntp=int(last_contact),
-                notification_ntp=svc.time.epoch_start(epoch_id),
+                notification_ntp=time.epoch_start(epoch_id),
                 jti=jti,
             )
-    out["analyticsToken"] = svc.tokens.analytics_token(now)
+    out["analyticsToken"] = tokens.analytics_token(now)
     return out
 
 
 async def handle(request: web.Request) -> web.Response:
     body = await v.read_json(request, v.SMALL_BODY)
     fields, push_info = v.auth_fields(body), v.push_info(body)
-    result = await status(request.app[SERVICES], request.app[STATUS_BATCHER], fields, push_info)
-    return web.Response(body=orjson.dumps(result), content_type="application/json")
+    svc = request.app[SERVICES]
+    result = await status(svc, request.app[STATUS_BATCHER], fields, push_info)
+    padded = padding.status_shape(svc.tokens).dumps(result)  # the same length at risk or not
+    return web.Response(body=padded, content_type="application/json")

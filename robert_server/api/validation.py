@@ -77,6 +77,22 @@ def integer(body: dict[str, Any], name: str, lo: int, hi: int) -> int:
     return value
 
 
+def boolean(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    """An optional JSON boolean (absent or null: ``default``)."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if type(value) is not bool:
+        raise bad_request(f"invalid field {name}")
+    return value
+
+
+def padding(body: dict[str, Any]) -> None:
+    """An optional ``padding`` string, ignored: apps pad request bodies to a few sizes (README)."""
+    if not isinstance(body.get("padding", ""), str):
+        raise bad_request("invalid field padding")
+
+
 def b64_bytes(body: dict[str, Any], name: str, length: int | None = None, *, max_len: int = 4096) -> bytes:
     """A required standard-base64 field (with padding) decoding to exactly ``length`` bytes if given."""
     value = string(body, name, max_len=max_len)

@@ -17,15 +17,16 @@ from robert_server.codes.server import start_server
 from robert_server.codes.verifier import StoredCodeVerifier
 from robert_server.matching.worker import MatchingConfig, Worker
 from simulator.backend import GrpcIssuer
-from simulator.report import print_report
+from simulator.report import SimulationResult, print_report
 from simulator.runner import Backend, ManualTime, Runner, RunOptions, next_utc_midnight
-from simulator.scenario import load_scenario
+from simulator.scenario import Scenario, load_scenario, parse_scenario
 from tests.fixtures.codes import CODES_PEPPER
 
 SMALL = Path(__file__).parents[2] / "simulator" / "scenarios" / "small.yaml"
 
 
-async def test_small_scenario_notifies_exactly_the_exposed(api_server: Any, tmp_path: Path) -> None:
+async def run_in_process(api_server: Any, scenario: Scenario) -> tuple[SimulationResult, int]:
+    """Run ``scenario`` against the fixtures' system: the result and how many matching runs it asked for."""
     clock, db = api_server.clock, api_server.db
     settings = api_server.settings
     pepper = CODES_PEPPER.encode()
@@ -44,7 +45,6 @@ async def test_small_scenario_notifies_exactly_the_exposed(api_server: Any, tmp_
         matcher_runs += 1
         await worker.run_once()
 
-    scenario = load_scenario(SMALL)
     options = RunOptions(
         api_server.base_url, api_server.server_public_key,
         start_unix=next_utc_midnight(clock.now()), show_progress=False,
@@ -56,7 +56,12 @@ async def test_small_scenario_notifies_exactly_the_exposed(api_server: Any, tmp_
     finally:
         await issuer.close()
         await server.stop(None)
+    return result, matcher_runs
 
+
+async def test_small_scenario_notifies_exactly_the_exposed(api_server: Any, tmp_path: Path) -> None:
+    scenario = load_scenario(SMALL)
+    result, matcher_runs = await run_in_process(api_server, scenario)
     out = result.outcomes
     assert all(o.registered and not o.errors and o.poll_errors == 0 for o in out.values()), out
     assert out["alice"].reported and out["alice"].hellos_uploaded > 100
@@ -75,3 +80,36 @@ async def test_small_scenario_notifies_exactly_the_exposed(api_server: Any, tmp_
     print_report(result, Console(file=text, width=140))
     print(text.getvalue())
     assert "TP" in text.getvalue() and "bob" in text.getvalue()
+
+
+async def test_phones_send_dummy_uploads_at_the_configured_rate_and_nobody_can_tell(api_server: Any) -> None:
+    """small.yaml with 2 dummy uploads per phone per day (one per 12-hour poll round): the dummies are
+    answered exactly as the real upload (status and length), the server stores and counts only the real
+    one, its metric counts the dummies, and the outcome of the scenario is the same."""
+    import yaml
+    from prometheus_client import REGISTRY
+
+    from robert_server import kpis
+
+    raw = yaml.safe_load(SMALL.read_text())
+    scenario = parse_scenario({**raw, "dummies": {"per_phone_per_day": 2}}, source="small+dummies")
+    metric = "robert_api_dummy_reports_total"
+    before = REGISTRY.get_sample_value(metric) or 0.0
+    result, _ = await run_in_process(api_server, scenario)
+    dummies = result.report_answers["dummy"]
+    # 2 a day, a round every 12 hours: exactly one dummy per phone per poll round
+    assert (
+        len(dummies)
+        == sum(o.dummies for o in result.outcomes.values())
+        == sum(o.polls for o in result.outcomes.values())
+    )
+    assert len(dummies) >= 4 * 3
+    assert {status for status, _ in dummies} == {200}
+    assert {size for _, size in dummies} == {size for status, size in result.report_answers["real"]}
+    assert len(result.report_answers["real"]) == 1
+    assert (REGISTRY.get_sample_value(metric) or 0.0) - before == len(dummies)
+    counts = await kpis.report(api_server.db)
+    assert counts.get("reports") == 1
+    assert counts.get("hellosProcessed") == result.outcomes["alice"].hellos_uploaded  # nothing of a dummy
+    assert {n for n, o in result.outcomes.items() if o.notified} == {"bob"}
+    assert all(not o.errors for o in result.outcomes.values())
