@@ -298,6 +298,10 @@ class Settings(BaseSettings):
     portal_oidc_client_secret: SecretStr | None = Field(
         None, description="OIDC client secret; unset: <data_dir>/portal/dev_client_secret (dev provider)"
     )
+    portal_oidc_client_key_file: Path | None = Field(
+        None,
+        description="PEM private key (RSA or P-256): private_key_jwt client authentication, not a secret",
+    )
     portal_oidc_acr_values: str = Field("eidas1", description="acr_values asked of the provider")
     portal_oidc_scopes: str = Field("openid scope_all", description="Scopes asked of the provider")
     portal_oidc_id_claim: str = Field(

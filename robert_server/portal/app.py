@@ -468,7 +468,8 @@ def create_app(
         )
         oidc = OidcClient(
             http, clock, breaker, issuer=config.issuer, client_id=config.client_id,
-            client_secret=config.client_secret, redirect_uri=config.redirect_uri,
+            client_secret=config.client_secret, client_key=config.client_key,
+            redirect_uri=config.redirect_uri,
             scopes=settings.portal_oidc_scopes, acr_values=settings.portal_oidc_acr_values,
             id_claim=settings.portal_oidc_id_claim, timeout=settings.portal_oidc_timeout,
         )  # fmt: skip

@@ -99,9 +99,12 @@ def run_dev_idp(args: argparse.Namespace) -> int:
     except DevIdpError as e:
         print(f"robert portal dev-idp: {e}", file=sys.stderr)
         return 2
+    from .config import public_jwks
+
+    jwks = public_jwks(config.client_key) if config.client_key else None
     env = environment(
         settings.portal_dev_idp_port, config.client_id, config.client_secret, [config.redirect_uri],
-        [config.post_logout_uri],
+        [config.post_logout_uri], jwks,
     )  # fmt: skip
     os.execve(argv[0], argv, env)  # noqa: S606 - a fixed program path, no shell
     return 0  # not reached

@@ -6,9 +6,12 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from robert_common.settings import Settings, SettingsError
+
+from .oidc import load_client_key
 
 DEV_CLIENT_SECRET_FILE = "portal/dev_client_secret"  # noqa: S105 - a file name
 AUDIT_KEY_FILE = "portal/audit_key"
@@ -21,6 +24,7 @@ class PortalConfig:
     issuer: str
     client_id: str
     client_secret: str
+    client_key: bytes | None  # PEM private key of private_key_jwt, or None: client_secret_basic
     audit_key: bytes
     issuer_token: str
     professions: frozenset[str]
@@ -58,6 +62,18 @@ def dev_secret(path: Path) -> str:
     return value
 
 
+def public_jwks(client_key: bytes) -> dict[str, Any]:
+    """The JWK set of the private_key_jwt key's public half (what the provider registers)."""
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    key = load_client_key(client_key).public_key()
+    algo = ECAlgorithm if isinstance(key, ec.EllipticCurvePublicKey) else RSAAlgorithm
+    return {"keys": [json.loads(algo.to_jwk(key))]}
+
+
 def dev_issuer_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.portal_dev_idp_port}"
 
@@ -83,8 +99,24 @@ def issuer_token(settings: Settings) -> str:
 
 def load_config(settings: Settings, public: str | None = None, *, with_token: bool = True) -> PortalConfig:
     """The portal's configuration; development secrets are created in ``data_dir`` when unset."""
+    client_key = None
+    if settings.portal_oidc_client_key_file is not None:
+        try:
+            client_key = settings.portal_oidc_client_key_file.read_bytes()
+        except OSError as e:
+            raise SettingsError(
+                f"invalid settings:\n  ROBERT_PORTAL_OIDC_CLIENT_KEY_FILE: {e.strerror}"
+            ) from None
+        try:
+            load_client_key(client_key)
+        except (ValueError, TypeError):
+            raise SettingsError(
+                "invalid settings:\n  ROBERT_PORTAL_OIDC_CLIENT_KEY_FILE: not an RSA or P-256 PEM key"
+            ) from None
     if settings.portal_oidc_client_secret is not None:
         client_secret = settings.portal_oidc_client_secret.get_secret_value()
+    elif client_key is not None:
+        client_secret = ""
     else:
         client_secret = dev_secret(settings.data_dir / DEV_CLIENT_SECRET_FILE)
     if settings.portal_audit_key is not None:
@@ -98,6 +130,7 @@ def load_config(settings: Settings, public: str | None = None, *, with_token: bo
         issuer=(settings.portal_oidc_issuer or dev_issuer_url(settings)).rstrip("/"),
         client_id=settings.portal_oidc_client_id,
         client_secret=client_secret,
+        client_key=client_key,
         audit_key=audit_key,
         issuer_token=issuer_token(settings) if with_token else "",
         professions=frozenset(settings.portal_professions),

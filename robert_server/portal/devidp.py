@@ -6,11 +6,13 @@ installed by ``scripts/test-deps`` (``npm ci`` in ``dev_idp/``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 DEV_IDP_DIR = Path(__file__).with_name("dev_idp")
 SCRIPT = DEV_IDP_DIR / "idp.mjs"
@@ -30,9 +32,13 @@ def command() -> list[str]:
     return [node, str(SCRIPT)]
 
 
-def environment(port: int, client_id: str, client_secret: str, redirect_uris: list[str],
-                post_logout_uris: list[str]) -> dict[str, str]:  # fmt: skip
+def environment(
+    port: int, client_id: str, client_secret: str, redirect_uris: list[str], post_logout_uris: list[str],
+    client_jwks: dict[str, Any] | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """The provider's environment; with ``client_jwks`` the client authenticates with private_key_jwt."""
     return {
+        "IDP_CLIENT_JWKS": json.dumps(client_jwks) if client_jwks else "",
         **os.environ,
         "IDP_PORT": str(port),
         "IDP_CLIENT_ID": client_id,
@@ -47,8 +53,8 @@ class DevIdp:
     """One running development provider; ``url`` is its issuer (http://127.0.0.1:<port>)."""
 
     def __init__(self, port: int, client_id: str, client_secret: str, redirect_uris: list[str],
-                 post_logout_uris: list[str]) -> None:  # fmt: skip
-        self.env = environment(port, client_id, client_secret, redirect_uris, post_logout_uris)
+                 post_logout_uris: list[str], client_jwks: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.env = environment(port, client_id, client_secret, redirect_uris, post_logout_uris, client_jwks)
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 

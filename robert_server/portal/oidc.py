@@ -21,12 +21,15 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from robert_common.clock import Clock
 
 from .breaker import CircuitBreaker
 
 JWKS_REFETCH_SECONDS = 10.0
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLOCK_LEEWAY = 60  # seconds of clock difference tolerated on exp / iat
 ALGORITHMS = ["RS256", "PS256", "ES256"]
 
@@ -53,6 +56,16 @@ class Professional:
     professions: frozenset[str]
     name: str
     id_token: str  # the provider's id_token, kept server-side as the logout hint
+
+
+def load_client_key(pem: bytes) -> Any:
+    """The private key of private_key_jwt: RSA, or EC P-256."""
+    key = serialization.load_pem_private_key(pem, password=None)
+    if isinstance(key, rsa.RSAPrivateKey) or (
+        isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    ):
+        return key
+    raise ValueError("the client key must be RSA or EC P-256")
 
 
 def _b64url(data: bytes) -> str:
@@ -87,6 +100,7 @@ class OidcClient:
         client_id: str,
         client_secret: str,
         redirect_uri: str,
+        client_key: bytes | None = None,
         scopes: str,
         acr_values: str,
         id_claim: str,
@@ -98,6 +112,7 @@ class OidcClient:
         self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
+        self.client_key = load_client_key(client_key) if client_key else None
         self.redirect_uri = redirect_uri
         self.scopes = scopes
         self.acr_values = acr_values.split()
@@ -227,12 +242,15 @@ class OidcClient:
         if self.metadata is None:
             await self.discover()
         assert self.metadata is not None
-        r = await self._call(
-            "POST", self.metadata["token_endpoint"],
-            data={"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
-                  "code_verifier": verifier},
-            headers={"Authorization": _basic(self.client_id, self.client_secret)},
-        )  # fmt: skip
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
+                "code_verifier": verifier}  # fmt: skip
+        headers = {}
+        if self.client_key is not None:
+            form.update(client_id=self.client_id, client_assertion_type=ASSERTION_TYPE,
+                        client_assertion=self._client_assertion())  # fmt: skip
+        else:
+            headers["Authorization"] = _basic(self.client_id, self.client_secret)
+        r = await self._call("POST", self.metadata["token_endpoint"], data=form, headers=headers)
         tokens = await self._json(r, "token")
         if r.status != 200:
             raise LoginError(f"token: HTTP {r.status} {str(tokens.get('error', ''))[:40]}")
@@ -253,6 +271,17 @@ class OidcClient:
             raise LoginError(f"userinfo: no {self.id_claim}")
         name = " ".join(str(info.get(k, "")) for k in ("given_name", "family_name")).strip()
         return Professional(identifier, professions_of(info), name, id_token)
+
+    def _client_assertion(self) -> str:
+        """private_key_jwt (RFC 7523): a short-lived JWT signed with the client's key, audience the issuer."""
+        now = int(self.clock.now())
+        key = self.client_key
+        assert key is not None
+        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.issuer, "iat": now,
+                  "exp": now + 60, "jti": secrets.token_urlsafe(16)}  # fmt: skip
+        return jwt.encode(
+            claims, key, algorithm="ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
+        )
 
     async def userinfo(self, access_token: str) -> dict[str, Any]:
         assert self.metadata is not None

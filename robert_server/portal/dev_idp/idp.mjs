@@ -6,7 +6,8 @@
 // Settings (environment):
 //   IDP_PORT            port on 127.0.0.1 (0: any free port)
 //   IDP_CLIENT_ID       client id of the portal
-//   IDP_CLIENT_SECRET   its secret
+//   IDP_CLIENT_SECRET   its secret (client_secret_basic)
+//   IDP_CLIENT_JWKS     or its public JWK set (JSON): private_key_jwt
 //   IDP_REDIRECT_URIS   comma-separated redirect URIs of the portal
 //   IDP_POST_LOGOUT_REDIRECT_URIS  comma-separated
 // Prints one line "listening <issuer>" on stdout once it accepts connections.
@@ -80,15 +81,19 @@ const issuer = `http://127.0.0.1:${server.address().port}`;
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), use: 'sig', alg: 'RS256' };
 
+const clientJwks = env('IDP_CLIENT_JWKS', '');
+const clientAuth = clientJwks
+  ? { token_endpoint_auth_method: 'private_key_jwt', jwks: JSON.parse(clientJwks) }
+  : { token_endpoint_auth_method: 'client_secret_basic', client_secret: env('IDP_CLIENT_SECRET') };
+
 const provider = new Provider(issuer, {
   clients: [{
     client_id: env('IDP_CLIENT_ID'),
-    client_secret: env('IDP_CLIENT_SECRET'),
+    ...clientAuth,
     redirect_uris: list(env('IDP_REDIRECT_URIS')),
     post_logout_redirect_uris: list(env('IDP_POST_LOGOUT_REDIRECT_URIS', '')),
     grant_types: ['authorization_code'],
     response_types: ['code'],
-    token_endpoint_auth_method: 'client_secret_basic',
     userinfo_signed_response_alg: 'RS256',
   }],
   jwks: { keys: [jwk] },

@@ -13,10 +13,14 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from robert_common.clock import ManualClock
 from robert_common.mongo import free_port
+from robert_common.settings import SettingsError, load_settings
 from robert_server.portal.breaker import CircuitBreaker
+from robert_server.portal.config import load_config, public_jwks
 from robert_server.portal.devidp import DevIdp
 from robert_server.portal.oidc import LoginError, OidcClient, ProviderUnavailable, professions_of
 
@@ -193,3 +197,44 @@ async def test_a_probe_cut_short_does_not_leave_the_breaker_half_open_forever() 
     finally:
         release.set()
         await runner.cleanup()
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+async def test_private_key_jwt_client_authentication(tmp_path) -> None:
+    """The client authenticates with a signed assertion (RFC 7523) instead of a secret; another key fails."""
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    provider = DevIdp(free_port(), "portal", "", [REDIRECT], [], client_jwks=public_jwks(_pem(key)))
+    provider.start()
+    clock = ManualClock(time.time())
+    try:
+        async with aiohttp.ClientSession() as http:
+            results = []
+            for pem in (_pem(key), _pem(other)):
+                rp = OidcClient(
+                    http, clock, CircuitBreaker(clock, 3, 30.0), issuer=provider.url, client_id="portal",
+                    client_secret="", client_key=pem, redirect_uri=REDIRECT, scopes="openid scope_all",
+                    acr_values="eidas1", id_claim="SubjectNameID", timeout=5.0,
+                )  # fmt: skip
+                start, code = await login(rp)
+                try:
+                    results.append((await rp.finish(code, start.nonce, start.verifier)).identifier)
+                except LoginError as e:
+                    results.append(str(e))
+    finally:
+        provider.stop()
+    assert results == ["810000000001", "token: HTTP 401 invalid_client"]
+
+
+def test_a_bad_client_key_file_stops_the_start(tmp_path) -> None:
+    bad = tmp_path / "key.pem"
+    bad.write_text("not a key")
+    settings = load_settings(data_dir=tmp_path, portal_issuer_token="t" * 32, portal_oidc_client_key_file=bad)
+    with pytest.raises(
+        SettingsError, match="ROBERT_PORTAL_OIDC_CLIENT_KEY_FILE: not an RSA or P-256 PEM key"
+    ):
+        load_config(settings)
