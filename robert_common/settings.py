@@ -339,6 +339,15 @@ class Settings(BaseSettings):
         None, description="File holding that token (used when ROBERT_PORTAL_ISSUER_TOKEN is unset)"
     )
     portal_codes_timeout: float = Field(3.0, gt=0, description="Seconds a call to the code issuer may take")
+    portal_codes_tls_ca: Path | None = Field(
+        None, description="CA certificate (PEM) of the code issuer's TLS; set: the portal uses TLS"
+    )
+    portal_codes_tls_cert: Path | None = Field(
+        None, description="Client certificate (PEM) of the portal, for a code issuer with mutual TLS"
+    )
+    portal_codes_tls_key: Path | None = Field(
+        None, description="Private key (PEM) of that client certificate"
+    )
     portal_dev_idp_port: int = Field(
         8091, ge=0, le=65535, description="Port of the development OIDC provider `robert up` starts"
     )

@@ -33,7 +33,7 @@ from robert_common.settings import Settings
 
 from . import audit, passkeys
 from .breaker import CircuitBreaker
-from .config import PortalConfig, load_config
+from .config import PortalConfig, issuer_channel_credentials, load_config
 from .i18n import DEFAULT, LANGUAGES, translator
 from .issuer import IssuerClient, IssuerUnavailable
 from .oidc import LoginError, OidcClient, ProviderUnavailable
@@ -473,7 +473,10 @@ def create_app(
             scopes=settings.portal_oidc_scopes, acr_values=settings.portal_oidc_acr_values,
             id_claim=settings.portal_oidc_id_claim, timeout=settings.portal_oidc_timeout,
         )  # fmt: skip
-        issuer = IssuerClient(settings.codes_address, config.issuer_token, settings.portal_codes_timeout)
+        issuer = IssuerClient(
+            settings.codes_address, config.issuer_token, settings.portal_codes_timeout,
+            issuer_channel_credentials(settings),
+        )  # fmt: skip
         sessions = SessionStore(
             database, clock, settings.portal_session_idle_minutes * 60.0,
             settings.portal_session_absolute_hours * 3600.0,

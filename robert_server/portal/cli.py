@@ -58,9 +58,10 @@ async def serve(settings: Settings, clock: Clock) -> None:
 def run_portal(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging(settings.log_level)
-    from .config import load_config
+    from .config import issuer_channel_credentials, load_config
 
     load_config(settings)  # a bad setting stops here, before anything listens
+    issuer_channel_credentials(settings)
     asyncio.run(serve(settings, Clock(settings.clock_shift_file)))
     return 0
 

@@ -74,6 +74,33 @@ def public_jwks(client_key: bytes) -> dict[str, Any]:
     return {"keys": [json.loads(algo.to_jwk(key))]}
 
 
+def issuer_channel_credentials(settings: Settings) -> Any:
+    """gRPC credentials to the code issuer: TLS with its CA, mutual TLS with a client pair; None: plain."""
+    import grpc
+
+    ca, cert, key = (
+        settings.portal_codes_tls_ca,
+        settings.portal_codes_tls_cert,
+        settings.portal_codes_tls_key,
+    )
+    if ca is None:
+        if cert is not None or key is not None:
+            raise SettingsError(
+                "invalid settings:\n  ROBERT_PORTAL_CODES_TLS_CERT and _KEY need ROBERT_PORTAL_CODES_TLS_CA"
+            )
+        return None
+    if (cert is None) != (key is None):
+        raise SettingsError(
+            "invalid settings:\n  ROBERT_PORTAL_CODES_TLS_CERT and ROBERT_PORTAL_CODES_TLS_KEY go together"
+        )
+    try:
+        roots = ca.read_bytes()
+        pair = (key.read_bytes(), cert.read_bytes()) if cert is not None and key is not None else (None, None)
+    except OSError as e:
+        raise SettingsError(f"invalid settings:\n  portal code issuer TLS files: {e.strerror}") from None
+    return grpc.ssl_channel_credentials(roots, pair[0], pair[1])
+
+
 def dev_issuer_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.portal_dev_idp_port}"
 

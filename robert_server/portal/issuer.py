@@ -32,12 +32,18 @@ class ShortCode:
 
 
 class IssuerClient:
-    def __init__(self, address: str, token: str, timeout: float) -> None:
+    def __init__(
+        self, address: str, token: str, timeout: float, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.address = address
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         # Short reconnect backoff: after an outage the user's "retry" should find the channel back.
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = (
+            grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+            if credentials is not None
+            else grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        )
         self._stub = codes_pb2_grpc.CodeIssuerStub(self._channel)
 
     async def issue_short(self) -> ShortCode:
