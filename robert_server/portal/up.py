@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,12 +74,39 @@ def _dev_idp_ready() -> bool:
     return done.returncode == 0
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp and node bind
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def prepare_portal(settings: Settings, env: dict[str, str], without: Iterable[str]) -> set[str]:
-    """Set up what the portal needs in ``env``; returns the components not to start."""
+    """Set up what the portal needs in ``env``; returns the components not to start.
+
+    The portal is an optional part of a development system: when its port (or the dev provider's) is
+    taken, by another ``robert up`` for instance, it is left out with a warning rather than crash-looping
+    and taking the phone API down with it.
+    """
     skipped: set[str] = set()
     without = set(without)
     if "portal" in without:
         return {"dev-idp"}
+    ports = [
+        (
+            "127.0.0.1" if settings.portal_host in ("", "0.0.0.0") else settings.portal_host,
+            settings.portal_port,
+        )
+    ]
+    if settings.portal_oidc_issuer is None and "dev-idp" not in without:
+        ports.append(("127.0.0.1", settings.portal_dev_idp_port))
+    busy = [port for host, port in ports if not _port_free(host, port)]
+    if busy:
+        log.warning("port in use: the portal is not started", extra={"ports": busy})
+        return {"dev-idp", "portal"}
     if settings.portal_oidc_issuer is None and "dev-idp" not in without and not _dev_idp_ready():
         log.warning("node or the dev OIDC provider's packages are missing: the portal is not started")
         return {"dev-idp", "portal"}

@@ -239,3 +239,15 @@ async def test_the_retry_button_works_at_once(page: Any, portal: PortalHandle) -
     await page.get_by_role("button", name="Réessayer").click()
     code = await page.get_attribute("#code", "data-code")
     assert code is not None and CODE_RE.match(code)
+
+
+@pytest.mark.portal_settings(portal_codes_per_hour=1)
+async def test_the_hourly_limit_per_professional(page: Any, portal: PortalHandle, shots: Any) -> None:
+    await provider_login(page, portal, "doctor")
+    await generate(page)
+    await page.get_by_role("button", name="Générer un autre code").click()
+    assert await page.locator("h1").inner_text() == "Limite atteinte"
+    assert "par heure" in await page.locator("#message").inner_text()
+    assert await page.locator("#code").count() == 0
+    await shots(page, "11-limit")
+    assert await portal.db[audit.AUDIT].count_documents({}) == 1  # the next hour: test_audit.py
