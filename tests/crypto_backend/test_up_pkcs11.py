@@ -42,7 +42,7 @@ async def test_robert_up_on_a_pkcs11_token(softhsm: SoftHsmToken, tmp_path: Path
     log_path = tmp_path / "up.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for over HTTP
-        [sys.executable, "-m", "robert_server.cli", "up", "--without", "portal"], env=env, cwd=tmp_path,
+        [sys.executable, "-m", "robert_server.cli", "up"], env=env, cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=log_file,
     )  # fmt: skip
     try:
