@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml setup.py crypto_backend/protocol/_skinny.c
 	touch $(STAMP)
 
 run: install            ## start the whole system on the embedded defaults
+	scripts/test-deps run
 	$(VENV)/bin/robert up
 
 test-deps:              ## system and node packages the tests need (browser, HSM...)
