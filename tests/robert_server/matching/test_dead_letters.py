@@ -86,3 +86,22 @@ async def test_a_batch_that_never_completes_is_parked_unprocessed(matching: Matc
     assert stats.batches == 0 and stats.counters["batchesParked"] == 1
     assert [d["_id"] for d in await dead_letters.summaries(matching.db)] == [f"{report_id}:0"]
     assert (await registrations.get(matching.db, phone.id_a))["exposures"] == {}
+
+
+async def test_a_crypto_outage_longer_than_the_attempts_parks_nothing(matching: Matching) -> None:
+    """Batches given back because the crypto service is down were not attempted: their count stays."""
+    from robert_common.mongo import free_port
+    from robert_server.crypto_client import CryptoClient
+    from robert_server.matching.worker import Worker
+
+    matching.config = MatchingConfig(lease_seconds=LEASE, max_attempts=MAX_ATTEMPTS)
+    phone = await matching.phone()
+    e = matching.days_ago_epoch(1)
+    await matching.upload(matching.contact(phone, e))
+    async with CryptoClient(f"127.0.0.1:{free_port()}", 0.5) as down:  # nothing listens there
+        worker = Worker(matching.db, down, matching.cs.time, matching.config)
+        for _ in range(MAX_ATTEMPTS + 2):
+            assert (await worker.run_once()).batches == 0
+    assert await dead_letters.summaries(matching.db) == []
+    assert (await matching.worker().run_once()).batches == 1
+    assert (await registrations.get(matching.db, phone.id_a))["exposures"] == {str(e): pytest.approx(14.0)}
