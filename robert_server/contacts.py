@@ -204,11 +204,13 @@ async def release_batch(db: AsyncDatabase, batch_id: str, owner: str) -> None:
 
 
 async def release_batches(db: AsyncDatabase, batch_ids: Sequence[str], owner: str) -> None:
-    """Give claimed batches back at once, those that ``owner`` still holds (one operation)."""
+    """Give claimed batches back at once, those that ``owner`` still holds (one operation per chunk). The
+    claim's attempt is given back too: nothing was tried (a crypto outage must not make batches dead
+    letters)."""
     for chunk in id_chunks(batch_ids):
         await collection(db).update_many(
             {"_id": {"$in": chunk}, "lease_owner": owner},
-            {"$set": {"lease_until": UNCLAIMED, "lease_owner": None}},
+            {"$set": {"lease_until": UNCLAIMED, "lease_owner": None}, "$inc": {"attempts": -1}},
         )
 
 

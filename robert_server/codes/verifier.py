@@ -89,9 +89,10 @@ class StoredCodeVerifier:
             return None
         try:
             reservation, kind, reason = await self._reserve(code, now)
-        except BaseException:
-            await self._refund(src, now, guessable)  # not the guesser's failure: ours
+        except Exception:
+            await self._refund(src, now, guessable)  # not the guesser's failure: ours (e.g. the database)
             raise
+        # A cancelled attempt (the request's deadline) keeps its count: its check may have run.
         metrics.VERIFICATIONS.labels(kind, reason).inc()
         if reservation is None:
             await self.limiter.record_failure(src, now)

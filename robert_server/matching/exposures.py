@@ -13,12 +13,11 @@ counts on the registration for :mod:`.settlement` (never counted here, so never 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from robert_server import registrations
-from robert_server.matching import risk
+from robert_server.matching import risk, settlement
 from robert_server.matching.context import PassContext
 from robert_server.matching.settlement import settle_kpis
 from robert_server.matching.validation import Scores
@@ -75,7 +74,7 @@ async def apply_scores(ctx: PassContext, scores: Mapping[str, Scores]) -> None:
         return
     with ctx.timed("db"):
         docs = await registrations.find_for_risk(ctx.db, list(merged))  # unknown id_A: no document
-    run_id = uuid.uuid4().hex
+    run_id = settlement.new_run_id(ctx)
     updates = []
     with ctx.timed("risk"):
         for doc in docs:
@@ -134,7 +133,7 @@ async def _evaluate_docs(ctx: PassContext, docs: list[dict[str, Any]]) -> None:
     """Evaluate, write (each only if unchanged since read), and count what was written."""
     if not docs:
         return
-    run_id = uuid.uuid4().hex
+    run_id = settlement.new_run_id(ctx)
     updates = []
     with ctx.timed("risk"):
         for doc in docs:

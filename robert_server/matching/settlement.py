@@ -15,6 +15,8 @@ its own instead.
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -23,6 +25,24 @@ from robert_server.matching.context import PassContext
 
 MAX_ROUNDS = 1000  # outbox pages per settlement: a bound, never reached in practice
 CLEAR_CHUNK = 25  # ids per clearing update ($in stays short)
+
+
+def new_run_id(ctx: PassContext) -> str:
+    """The id of one risk-writing run: its KPI day, then a random part. The day travels with the outbox,
+    so counts are added to the day they were written, whenever they are settled: a settlement retried
+    after midnight finds its keys in the same day's document and adds nothing twice."""
+    return f"{ctx.today().isoformat()}/{uuid.uuid4().hex}"
+
+
+def _day_of(run_id: str, default: dt.date) -> dt.date:
+    """The KPI day a run id carries (``default`` for ids without one, written before they did)."""
+    head, sep, _ = run_id.partition("/")
+    if sep:
+        try:
+            return dt.date.fromisoformat(head)
+        except ValueError:
+            pass
+    return default
 
 
 async def settle_kpis(ctx: PassContext) -> None:
@@ -42,6 +62,16 @@ def _split(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
 
 
 async def _settle_page(ctx: PassContext, docs: list[dict[str, Any]]) -> None:
+    by_day: dict[dt.date, list[dict[str, Any]]] = {}
+    for doc in docs:
+        by_day.setdefault(_day_of(doc.get("kpi_run") or "", ctx.today()), []).append(doc)
+    for day, group in by_day.items():
+        await _settle_day(ctx, day, group)
+    with ctx.timed("db"):
+        await _clear(ctx, docs)
+
+
+async def _settle_day(ctx: PassContext, day: dt.date, docs: list[dict[str, Any]]) -> None:
     keys = [registrations.kpi_key(d) for d in docs]
     runs = sorted({d.get("kpi_run") or "" for d in docs})
     totals: Counter[str] = Counter()
@@ -50,20 +80,21 @@ async def _settle_page(ctx: PassContext, docs: list[dict[str, Any]]) -> None:
     counters, gauges = _split(dict(totals))
     with ctx.timed("db"):
         # ``seen``: run ids, as outboxes were counted before keys were per document (upgrades).
-        day_ok, gauges_ok = await kpis.increment_once_keys(ctx.db, ctx.today(), keys, counters, gauges, runs)
+        day_ok, gauges_ok = await kpis.increment_once_keys(ctx.db, day, keys, counters, gauges, runs)
         if day_ok and gauges_ok:
             ctx.stats.counters.update(+Counter(counters))
         else:
-            await _settle_one_by_one(ctx, docs, keys)
-        await _clear(ctx, docs)
+            await _settle_one_by_one(ctx, day, docs, keys)
 
 
-async def _settle_one_by_one(ctx: PassContext, docs: list[dict[str, Any]], keys: list[str]) -> None:
+async def _settle_one_by_one(
+    ctx: PassContext, day: dt.date, docs: list[dict[str, Any]], keys: list[str]
+) -> None:
     for doc, key in zip(docs, keys, strict=True):
         counters, gauges = _split(doc.get("kpi_counts") or {})
         seen = [doc.get("kpi_run") or ""]
-        day_ok, _ = await kpis.increment_once_keys(ctx.db, ctx.today(), [key], counters, {}, seen)
-        await kpis.increment_once_keys(ctx.db, ctx.today(), [key], {}, gauges, seen)
+        day_ok, _ = await kpis.increment_once_keys(ctx.db, day, [key], counters, {}, seen)
+        await kpis.increment_once_keys(ctx.db, day, [key], {}, gauges, seen)
         if day_ok:  # False: counted before (then it is not counted into this pass's statistics)
             ctx.stats.counters.update(+Counter(counters))
 

@@ -102,12 +102,12 @@ def test_a_bad_trusted_proxy_stops_the_settings(tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.api_settings(codes_pepper=CODES_PEPPER)
+@pytest.mark.api_settings(codes_pepper=CODES_PEPPER, api_request_deadline=120.0)  # a busy machine: no 503
 async def test_hundreds_of_concurrent_guesses_through_the_api_check_the_limit_only(api_server) -> None:
     """Issue 10 item 4 through the real HTTP API: 120 concurrent bad codes from one source, 20 checked.
 
-    (120, not more: on a loaded 2-core machine a few hundred concurrent reports outlast the API's request
-    deadline and answer 503, which says nothing about the limiter.)"""
+    (120, not more, and a long request deadline: on a loaded 2-core machine a few hundred concurrent
+    reports outlast the API's deadline and answer 503, which says nothing about the limiter.)"""
     from prometheus_client import REGISTRY
 
     def checked() -> float:
@@ -123,5 +123,5 @@ async def test_hundreds_of_concurrent_guesses_through_the_api_check_the_limit_on
         statuses = await asyncio.gather(
             *(_report(http, api_server.base_url, f"G{i:05d}", "ignored") for i in range(120))
         )
-    assert statuses == [401] * 120
+    assert set(statuses) <= {401, 503} and statuses.count(401) >= 20  # 503: shed before the code is read
     assert checked() - before == api_server.settings.codes_rate_limit_failures

@@ -7,8 +7,11 @@ import asyncio
 import os
 import sys
 
+import grpc
 import pytest
 
+from robert_common.rpc import crypto_pb2 as pb
+from robert_common.rpc import crypto_pb2_grpc as pb_grpc
 from robert_server import contacts, dead_letters, registrations
 from robert_server.matching.worker import MatchingConfig
 from tests.robert_server.matching.conftest import LEASE, Matching
@@ -86,3 +89,80 @@ async def test_a_batch_that_never_completes_is_parked_unprocessed(matching: Matc
     assert stats.batches == 0 and stats.counters["batchesParked"] == 1
     assert [d["_id"] for d in await dead_letters.summaries(matching.db)] == [f"{report_id}:0"]
     assert (await registrations.get(matching.db, phone.id_a))["exposures"] == {}
+
+
+async def test_a_crypto_outage_longer_than_the_attempts_parks_nothing(matching: Matching) -> None:
+    """Batches given back because the crypto service is down were not attempted: their count stays."""
+    from robert_common.mongo import free_port
+    from robert_server.crypto_client import CryptoClient
+    from robert_server.matching.worker import Worker
+
+    matching.config = MatchingConfig(lease_seconds=LEASE, max_attempts=MAX_ATTEMPTS)
+    phone = await matching.phone()
+    e = matching.days_ago_epoch(1)
+    await matching.upload(matching.contact(phone, e))
+    async with CryptoClient(f"127.0.0.1:{free_port()}", 0.5) as down:  # nothing listens there
+        worker = Worker(matching.db, down, matching.cs.time, matching.config)
+        for _ in range(MAX_ATTEMPTS + 2):
+            assert (await worker.run_once()).batches == 0
+    assert await dead_letters.summaries(matching.db) == []
+    assert (await matching.worker().run_once()).batches == 1
+    assert (await registrations.get(matching.db, phone.id_a))["exposures"] == {str(e): pytest.approx(14.0)}
+
+
+class _RefusingCrypto(pb_grpc.CryptoServiceServicer):
+    """A real gRPC server of the crypto contract in front of the real service: any ValidateContacts call
+    holding the poison contact fails INTERNAL (as a crash of the service on that contact would), the
+    others are forwarded. Counts the calls and the contacts of each."""
+
+    def __init__(self, target: str, poison_ebid: bytes) -> None:
+        self.poison = poison_ebid
+        self.sizes: list[int] = []
+        self.server = grpc.aio.server()
+        self.channel = grpc.aio.insecure_channel(target)
+
+    async def start(self) -> str:
+        pb_grpc.add_CryptoServiceServicer_to_server(self, self.server)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return f"127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self.server.stop(None)
+        await self.channel.close()
+
+    async def ValidateContacts(  # noqa: N802
+        self, request: pb.ValidateContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ValidateContactsResponse:
+        self.sizes.append(len(request.contacts))
+        if any(c.ebid == self.poison for c in request.contacts):
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        return await pb_grpc.CryptoServiceStub(self.channel).ValidateContacts(request)
+
+
+async def test_a_batch_the_crypto_service_refuses_is_split_out_then_parked(matching: Matching) -> None:
+    from robert_server.crypto_client import CryptoClient
+    from robert_server.matching.worker import Worker
+
+    matching.config = MatchingConfig(lease_seconds=LEASE, claim_batches=8, max_attempts=2)
+    phones = [await matching.phone() for _ in range(8)]
+    e = matching.days_ago_epoch(2)
+    report_ids = [await matching.upload(matching.contact(p, e)) for p in phones]
+    poison_ebid = matching.cs.ebid(phones[5].id_a, e)
+    gate = _RefusingCrypto(matching.cs.address, poison_ebid)
+    address = await gate.start()
+    try:
+        async with CryptoClient(address, 5.0) as crypto:
+            worker = Worker(matching.db, crypto, matching.cs.time, matching.config, pick=lambda o: o[0])
+            assert (await worker.run_once()).batches == 7
+            assert gate.sizes[0] == 8 and min(gate.sizes) == 1  # the group, halved down to the bad batch
+            matching.advance(LEASE + 1)
+            await worker.run_once()  # its second and last attempt
+    finally:
+        await gate.stop()
+    [parked] = await dead_letters.summaries(matching.db)
+    assert (
+        parked["_id"] == f"{report_ids[5]}:0"
+        and parked["reason"] == "CryptoError:INTERNAL:ERROR_REASON_UNSPECIFIED"
+    )
+    assert await contacts.pending_batches(matching.db) == 0

@@ -80,3 +80,21 @@ async def test_a_page_counted_by_a_worker_that_died_is_not_counted_again(db: Asy
     assert k["alertedUsers"] == 3 and k["usersAtRisk"] == 3
     assert ctx.stats.counters == {"alertedUsers": 1}
     assert await registrations.find_kpi_pending(db, 10) == []
+
+
+async def test_a_settlement_retried_after_midnight_counts_nothing_twice(db: AsyncDatabase) -> None:
+    """The counts go to the day of their risk write (carried by the run id), whenever they are settled:
+    a worker that counted on day D and died before clearing, retried on D+1, adds nothing."""
+    run = f"{NOW.date().isoformat()}/r1"
+    for k in range(3):
+        await pending(db, bytes([k]) * 5, run, alertedUsers=1, usersAtRisk=1)
+    docs = await registrations.find_kpi_pending(db, 10)
+    keys = [registrations.kpi_key(d) for d in docs]
+    await kpis.increment_once_keys(db, NOW.date(), keys, {"alertedUsers": 3}, {"usersAtRisk": 3})  # then died
+    time = ServiceTime(dt.date(2026, 1, 1), ManualClock((NOW + dt.timedelta(days=1)).timestamp()))
+    ctx = PassContext(db, time, MatchingConfig(), "w", lambda options: options[0])
+    await settle_kpis(ctx)
+    k = await kpis.report(db)
+    assert k["alertedUsers"] == 3 and k["usersAtRisk"] == 3
+    assert await registrations.find_kpi_pending(db, 10) == []
+    assert (await kpis.report(db, since=NOW.date(), until=NOW.date()))["alertedUsers"] == 3
