@@ -330,8 +330,9 @@ async def round_trips(uri: str, data: Path) -> dict[str, float]:
             code = (await CodeService(db, settings, clock).issue_short("bench")).code
             reporter = phones[0]
             for p in phones[1:101]:
-                for k in range(20):
-                    reporter.hear(p.hello(clock.ntp_now() - 600 + k * 30), rssi=-50)
+                epoch = p.key_of()[0]
+                for k in range(20):  # HELLOs of the current epoch (the one the bundle starts with)
+                    reporter.hear(p.hello(p.time_start + epoch * 900 + k * 30), rssi=-50)
             recorder.take()
             r = await reporter.report(code)
             assert r.status == 200, r.body

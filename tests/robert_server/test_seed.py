@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import secrets
+import sys
 
 import pytest
 
@@ -46,3 +50,26 @@ async def test_bulk_creation_refuses_bad_counts(crypto_service: CryptoService, c
 def test_seed_command_refuses_bad_numbers(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["seed", *args]) == 2
     assert "must be" in capsys.readouterr().err
+
+
+async def test_robert_seed_command_prints_what_it_created(
+    crypto_service: CryptoService, mongo_uri: str
+) -> None:
+    svc = crypto_service
+    env = {
+        **os.environ,
+        "ROBERT_MONGODB_URI": mongo_uri,
+        "ROBERT_MONGODB_DATABASE": svc.db.name,
+        "ROBERT_CRYPTO_ADDRESS": svc.address,
+        "ROBERT_TIME_START": "20200601",
+        "ROBERT_LOG_LEVEL": "ERROR",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "robert_server.cli", "seed", "--registrations", "25", "--batch", "10",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out)["registrations"] == 25
+    assert await registrations.collection(svc.db).count_documents({}) == 25
+    assert await svc.db[IDENTITIES].count_documents({}) == 25
