@@ -20,8 +20,9 @@ code verifier and worker run in this process: /register (and its captcha), /stat
 
 Usage: ``python -m bench.bench_scale [LEVEL ...] [--no-trips]`` (default levels 10000 100000; seeding
 1 M registrations takes about a quarter of an hour here: run ``1000000`` in the background).
-Environment: BENCH_STATUS_SECONDS (20), BENCH_CONCURRENCY (32), BENCH_REPORTS (10). Prints figures;
-asserts nothing.
+Environment: BENCH_STATUS_SECONDS (20), BENCH_CONCURRENCY (32), BENCH_REPORTS (10); ROBERT_MONGODB_URI
+with ROBERT_MONGODB_DATABASE and ROBERT_CRYPTO_MONGODB_DATABASE: go on from an existing database.
+Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ PASSPHRASE = "bench passphrase"  # noqa: S105 - a throw-away key store
 
 def start_system() -> LocalSystem:
     env = {"ROBERT_STATUS_MIN_EPOCH_GAP": "0", "ROBERT_CODES_PEPPER": PEPPER}
+    # An existing database (ROBERT_MONGODB_URI and both database names set): measure at its size without
+    # seeding it again. Its identities may be sealed under another key store: only the size matters.
+    for name in ("ROBERT_MONGODB_DATABASE", "ROBERT_CRYPTO_MONGODB_DATABASE"):
+        if os.environ.get("ROBERT_MONGODB_URI") and os.environ.get(name):
+            env[name] = os.environ[name]
     return LocalSystem(("crypto", "api"), env=env, ready_timeout=300.0)
 
 

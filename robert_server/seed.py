@@ -26,7 +26,7 @@ from robert_common.settings import SettingsError, load_settings
 from robert_server import registrations
 from robert_server.crypto_client import CryptoClient
 
-BATCH = 5_000  # identities per CreateRegistrations call (the service takes up to 10 000)
+BATCH = 2_000  # identities per call (the service takes 10 000): each insert well within socket timeouts
 IN_FLIGHT = 2  # calls at once: one seals while the other's documents are written
 CALL_DEADLINE = 300.0  # seconds for one call (a slow embedded database writes ~2 500 documents/s)
 
