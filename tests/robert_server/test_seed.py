@@ -8,6 +8,7 @@ import os
 import secrets
 import sys
 
+import grpc
 import pytest
 
 from crypto_backend.identities import COLLECTION as IDENTITIES
@@ -73,3 +74,21 @@ async def test_robert_seed_command_prints_what_it_created(
     assert json.loads(out)["registrations"] == 25
     assert await registrations.collection(svc.db).count_documents({}) == 25
     assert await svc.db[IDENTITIES].count_documents({}) == 25
+
+
+async def test_a_failed_batch_is_drawn_again(
+    crypto_service: CryptoService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = crypto_service
+    real = svc.client.create_registrations
+    failures = iter([True])  # the first call times out, as on an overloaded server
+
+    async def flaky(count: int, **kw: object) -> list[bytes]:
+        if next(failures, False):
+            raise CryptoError(grpc.StatusCode.DEADLINE_EXCEEDED, "ERROR_REASON_UNSPECIFIED", "too slow")
+        return await real(count, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(svc.client, "create_registrations", flaky)
+    result = await seed.seed(svc.db, svc.client, 12, svc.epoch_now(), batch=5)
+    assert result.registrations == 12
+    assert await registrations.collection(svc.db).count_documents({}) == 12
