@@ -98,7 +98,7 @@ def run_timed(system: LocalSystem, *args: str) -> tuple[str, float, float]:
 async def count_registrations(system: LocalSystem) -> int:
     from robert_common.mongo import mongo_client
 
-    client = mongo_client(system.mongodb_uri)
+    client = mongo_client(system.mongodb_uri, timeout_ms=60_000)
     try:
         return await client[database_name(system)]["registrations"].estimated_document_count()
     finally:
@@ -203,7 +203,7 @@ async def store_reports(system: LocalSystem, reports: list[list[Any]]) -> None:
     from robert_common.mongo import mongo_client
     from robert_server import contacts
 
-    client = mongo_client(system.mongodb_uri)
+    client = mongo_client(system.mongodb_uri, timeout_ms=60_000)
     try:
         db = client[database_name(system)]
         await contacts.ensure_indexes(db)
@@ -222,7 +222,7 @@ async def skip_daily_job(system: LocalSystem) -> None:
     from robert_common.mongo import mongo_client
     from robert_server.matching import state
 
-    client = mongo_client(system.mongodb_uri)
+    client = mongo_client(system.mongodb_uri, timeout_ms=60_000)
     try:
         today = dt.datetime.now(dt.UTC).date().isoformat()
         await state.collection(client[database_name(system)]).update_one(
