@@ -20,8 +20,9 @@ code verifier and worker run in this process: /register (and its captcha), /stat
 
 Usage: ``python -m bench.bench_scale [LEVEL ...] [--no-trips]`` (default levels 10000 100000; seeding
 1 M registrations takes about a quarter of an hour here: run ``1000000`` in the background).
-Environment: BENCH_STATUS_SECONDS (20), BENCH_CONCURRENCY (32), BENCH_REPORTS (10). Prints figures;
-asserts nothing.
+Environment: BENCH_STATUS_SECONDS (20), BENCH_CONCURRENCY (32), BENCH_REPORTS (10); ROBERT_MONGODB_URI
+with ROBERT_MONGODB_DATABASE and ROBERT_CRYPTO_MONGODB_DATABASE: go on from an existing database
+(BENCH_DATABASE_PID: its server's process, for its CPU). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from typing import Any
 
 import aiohttp
 
-from simulator.system import LocalSystem
+from simulator.system import LocalSystem, cpu_seconds
 
 STATUS_SECONDS = float(os.environ.get("BENCH_STATUS_SECONDS", "20"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
@@ -60,7 +61,20 @@ PASSPHRASE = "bench passphrase"  # noqa: S105 - a throw-away key store
 
 def start_system() -> LocalSystem:
     env = {"ROBERT_STATUS_MIN_EPOCH_GAP": "0", "ROBERT_CODES_PEPPER": PEPPER}
+    # An existing database (ROBERT_MONGODB_URI and both database names set): measure at its size without
+    # seeding it again. Its identities may be sealed under another key store: only the size matters.
+    for name in ("ROBERT_MONGODB_DATABASE", "ROBERT_CRYPTO_MONGODB_DATABASE"):
+        if os.environ.get("ROBERT_MONGODB_URI") and os.environ.get(name):
+            env[name] = os.environ[name]
     return LocalSystem(("crypto", "api"), env=env, ready_timeout=300.0)
+
+
+def cpu(system: LocalSystem) -> dict[str, float]:
+    """CPU seconds so far of each process; an existing database's server is BENCH_DATABASE_PID."""
+    out = system.cpu_seconds()
+    if "database" not in out:
+        out["database"] = cpu_seconds(int(os.environ["BENCH_DATABASE_PID"]))
+    return out
 
 
 def database_name(system: LocalSystem) -> str:
@@ -92,7 +106,7 @@ def run_timed(system: LocalSystem, *args: str) -> tuple[str, float, float]:
 async def count_registrations(system: LocalSystem) -> int:
     from robert_common.mongo import mongo_client
 
-    client = mongo_client(system.mongodb_uri)
+    client = mongo_client(system.mongodb_uri, timeout_ms=60_000)
     try:
         return await client[database_name(system)]["registrations"].estimated_document_count()
     finally:
@@ -119,11 +133,11 @@ async def register(system: LocalSystem, key: bytes, n: int) -> tuple[list[Any], 
                 if r.status != 201:
                     raise RuntimeError(f"/register answered {r.status}: {r.body}")
 
-        cpu0 = system.cpu_seconds()
+        cpu0 = cpu(system)
         started = time.perf_counter()
         await asyncio.gather(*(one(p) for p in phones))
         elapsed = time.perf_counter() - started
-        cpu1 = system.cpu_seconds()
+        cpu1 = cpu(system)
         for p in phones:
             p.http = None
     return phones, n / elapsed, {name: 1000 * (cpu1[name] - cpu0[name]) / n for name in cpu0}
@@ -137,7 +151,7 @@ async def poll(system: LocalSystem, phones: list[Any]) -> dict[str, float]:
         for p in phones:
             p.http = http
         stop = time.perf_counter() + STATUS_SECONDS
-        cpu0 = system.cpu_seconds()
+        cpu0 = cpu(system)
 
         async def loop(k: int) -> None:
             nonlocal errors
@@ -153,7 +167,7 @@ async def poll(system: LocalSystem, phones: list[Any]) -> dict[str, float]:
         started = time.perf_counter()
         await asyncio.gather(*(loop(k) for k in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
-        cpu1 = system.cpu_seconds()
+        cpu1 = cpu(system)
         for p in phones:
             p.http = None
     n = len(latencies)
@@ -197,7 +211,7 @@ async def store_reports(system: LocalSystem, reports: list[list[Any]]) -> None:
     from robert_common.mongo import mongo_client
     from robert_server import contacts
 
-    client = mongo_client(system.mongodb_uri)
+    client = mongo_client(system.mongodb_uri, timeout_ms=60_000)
     try:
         db = client[database_name(system)]
         await contacts.ensure_indexes(db)
@@ -216,7 +230,7 @@ async def skip_daily_job(system: LocalSystem) -> None:
     from robert_common.mongo import mongo_client
     from robert_server.matching import state
 
-    client = mongo_client(system.mongodb_uri)
+    client = mongo_client(system.mongodb_uri, timeout_ms=60_000)
     try:
         today = dt.datetime.now(dt.UTC).date().isoformat()
         await state.collection(client[database_name(system)]).update_one(
@@ -234,9 +248,9 @@ def match(system: LocalSystem, phones: list[Any], registrations: int) -> dict[st
     reports = build_reports(phones, REPORTS)
     asyncio.run(store_reports(system, reports))
     hellos = sum(len(c.hellos) for r in reports for c in r)
-    cpu0 = system.cpu_seconds()
+    cpu0 = cpu(system)
     out, wall, worker_cpu = run_timed(system, "matcher", "--once")
-    cpu1 = system.cpu_seconds()
+    cpu1 = cpu(system)
     wall, worker_cpu = wall - empty_wall, worker_cpu - empty_cpu
     stats = json.loads(out.strip().splitlines()[-1])
     return {
@@ -330,8 +344,9 @@ async def round_trips(uri: str, data: Path) -> dict[str, float]:
             code = (await CodeService(db, settings, clock).issue_short("bench")).code
             reporter = phones[0]
             for p in phones[1:101]:
-                for k in range(20):
-                    reporter.hear(p.hello(clock.ntp_now() - 600 + k * 30), rssi=-50)
+                epoch = p.key_of()[0]
+                for k in range(20):  # HELLOs of the current epoch (the one the bundle starts with)
+                    reporter.hear(p.hello(p.time_start + epoch * 900 + k * 30), rssi=-50)
             recorder.take()
             r = await reporter.report(code)
             assert r.status == 200, r.body

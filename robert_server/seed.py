@@ -12,22 +12,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from robert_common.clock import Clock, ServiceTime
 from robert_common.logs import setup_logging
 from robert_common.mongo import open_database, require_uri
 from robert_common.settings import SettingsError, load_settings
 from robert_server import registrations
-from robert_server.crypto_client import CryptoClient
+from robert_server.crypto_client import CryptoClient, CryptoError
 
-BATCH = 5_000  # identities per CreateRegistrations call (the service takes up to 10 000)
+log = logging.getLogger("robert.seed")
+
+BATCH = 2_000  # identities per call (the service takes 10 000): each insert well within socket timeouts
 IN_FLIGHT = 2  # calls at once: one seals while the other's documents are written
+ATTEMPTS = 3  # tries of one batch
 CALL_DEADLINE = 300.0  # seconds for one call (a slow embedded database writes ~2 500 documents/s)
 
 
@@ -56,8 +61,17 @@ async def seed(
     async def one(size: int) -> None:
         nonlocal done
         async with gate:
-            id_as = await crypto.create_registrations(size, deadline=CALL_DEADLINE)
-            await registrations.create_many(db, id_as, epoch_id)
+            for attempt in range(ATTEMPTS):
+                try:
+                    id_as = await crypto.create_registrations(size, deadline=CALL_DEADLINE)
+                    await registrations.create_many(db, id_as, epoch_id)
+                    break
+                except (CryptoError, PyMongoError) as e:
+                    # An overloaded server timed out: draw the batch again (identities stored by the failed
+                    # attempt stay unused: harmless population). Bad arguments are not retried.
+                    if attempt == ATTEMPTS - 1 or (isinstance(e, CryptoError) and e.reason == "BAD_ARGUMENT"):
+                        raise
+                    log.warning("seed batch failed; retrying", extra={"error": type(e).__name__})
             done += len(id_as)
             if progress:
                 progress(done)

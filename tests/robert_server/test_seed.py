@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import secrets
+import sys
 
+import grpc
 import pytest
 
 from crypto_backend.identities import COLLECTION as IDENTITIES
@@ -46,3 +51,44 @@ async def test_bulk_creation_refuses_bad_counts(crypto_service: CryptoService, c
 def test_seed_command_refuses_bad_numbers(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["seed", *args]) == 2
     assert "must be" in capsys.readouterr().err
+
+
+async def test_robert_seed_command_prints_what_it_created(
+    crypto_service: CryptoService, mongo_uri: str
+) -> None:
+    svc = crypto_service
+    env = {
+        **os.environ,
+        "ROBERT_MONGODB_URI": mongo_uri,
+        "ROBERT_MONGODB_DATABASE": svc.db.name,
+        "ROBERT_CRYPTO_ADDRESS": svc.address,
+        "ROBERT_TIME_START": "20200601",
+        "ROBERT_LOG_LEVEL": "ERROR",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "robert_server.cli", "seed", "--registrations", "25", "--batch", "10",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out)["registrations"] == 25
+    assert await registrations.collection(svc.db).count_documents({}) == 25
+    assert await svc.db[IDENTITIES].count_documents({}) == 25
+
+
+async def test_a_failed_batch_is_drawn_again(
+    crypto_service: CryptoService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = crypto_service
+    real = svc.client.create_registrations
+    failures = iter([True])  # the first call times out, as on an overloaded server
+
+    async def flaky(count: int, **kw: object) -> list[bytes]:
+        if next(failures, False):
+            raise CryptoError(grpc.StatusCode.DEADLINE_EXCEEDED, "ERROR_REASON_UNSPECIFIED", "too slow")
+        return await real(count, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(svc.client, "create_registrations", flaky)
+    result = await seed.seed(svc.db, svc.client, 12, svc.epoch_now(), batch=5)
+    assert result.registrations == 12
+    assert await registrations.collection(svc.db).count_documents({}) == 12
