@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from robert_common.rpc import crypto_pb2 as pb
-from robert_common.rpc import crypto_pb2_grpc as pb_grpc
 from robert_server import contacts, dead_letters, registrations
 from robert_server.matching.worker import MatchingConfig
+from tests.fixtures.crypto import CryptoProxy
 from tests.robert_server.matching.conftest import LEASE, Matching
 
 MAX_ATTEMPTS = 3
@@ -110,34 +110,23 @@ async def test_a_crypto_outage_longer_than_the_attempts_parks_nothing(matching: 
     assert (await registrations.get(matching.db, phone.id_a))["exposures"] == {str(e): pytest.approx(14.0)}
 
 
-class _RefusingCrypto(pb_grpc.CryptoServiceServicer):
-    """A real gRPC server of the crypto contract in front of the real service: any ValidateContacts call
-    holding the poison contact fails INTERNAL (as a crash of the service on that contact would), the
-    others are forwarded. Counts the calls and the contacts of each."""
+class _RefusingCrypto(CryptoProxy):
+    """The real crypto service behind a proxy: any ValidateContacts call holding the poison contact
+    fails INTERNAL (as a crash of the service on that contact would), the others are forwarded. Counts
+    the calls and the contacts of each."""
 
     def __init__(self, target: str, poison_ebid: bytes) -> None:
+        super().__init__(target)
         self.poison = poison_ebid
         self.sizes: list[int] = []
-        self.server = grpc.aio.server()
-        self.channel = grpc.aio.insecure_channel(target)
 
-    async def start(self) -> str:
-        pb_grpc.add_CryptoServiceServicer_to_server(self, self.server)
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        await self.server.start()
-        return f"127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        await self.server.stop(None)
-        await self.channel.close()
-
-    async def ValidateContacts(  # noqa: N802
+    async def validate(
         self, request: pb.ValidateContactsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ValidateContactsResponse:
         self.sizes.append(len(request.contacts))
         if any(c.ebid == self.poison for c in request.contacts):
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        return await pb_grpc.CryptoServiceStub(self.channel).ValidateContacts(request)
+        return await self.forward(request)
 
 
 async def test_a_batch_the_crypto_service_refuses_is_split_out_then_parked(matching: Matching) -> None:

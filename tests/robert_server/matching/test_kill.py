@@ -19,8 +19,8 @@ import pytest
 
 from robert_common.clock import write_clock_shift
 from robert_common.rpc import crypto_pb2 as pb
-from robert_common.rpc import crypto_pb2_grpc as pb_grpc
 from robert_server import contacts, registrations
+from tests.fixtures.crypto import CryptoProxy
 from tests.robert_server.matching.conftest import Matching
 
 FULL_EPOCH = 14.0
@@ -122,31 +122,19 @@ async def _leased(matching: Matching) -> int:
     return await contacts.collection(matching.db).count_documents({"lease_owner": {"$ne": None}})
 
 
-class _Gate(pb_grpc.CryptoServiceServicer):
+class _Gate(CryptoProxy):
     """Forwards ValidateContacts to the real crypto service, except the second call, which it holds."""
 
     def __init__(self, target: str) -> None:
-        self.target = target
+        super().__init__(target)
         self.calls = 0
         self.holding = asyncio.Event()
-        self.server = grpc.aio.server()
-        self.channel = grpc.aio.insecure_channel(target)
 
-    async def start(self) -> str:
-        pb_grpc.add_CryptoServiceServicer_to_server(self, self.server)
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        await self.server.start()
-        return f"127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        await self.server.stop(None)
-        await self.channel.close()
-
-    async def ValidateContacts(  # noqa: N802
+    async def validate(
         self, request: pb.ValidateContactsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ValidateContactsResponse:
         self.calls += 1
         if self.calls == 2:
             self.holding.set()
             await asyncio.Event().wait()  # until the child dies and the call is cancelled
-        return await pb_grpc.CryptoServiceStub(self.channel).ValidateContacts(request)
+        return await self.forward(request)
