@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 FRANCE_COUNTRY_CODE = 0x21
@@ -40,6 +40,23 @@ class _TomlFileSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
+
+
+class FederationPartner(BaseModel):
+    """A partner country's server (ROBERT_FEDERATION_PARTNERS): where to deliver its contacts, and the
+    CA whose certificates identify it (as our client and as the server we call)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    country_code: int = Field(ge=0, le=255)
+    endpoint: str = Field(min_length=3, description="host:port of its federation service")
+    ca: Path = Field(description="CA certificate (PEM) that signs this partner's federation certificates")
+    server_name: str | None = Field(None, description="name its server certificate bears (default: host)")
+
+    @property
+    def label(self) -> str:
+        """The partner's name in KPIs, metrics and logs: its country code, e.g. ``0x22``."""
+        return f"0x{self.country_code:02x}"
 
 
 class Settings(BaseSettings):
@@ -351,6 +368,48 @@ class Settings(BaseSettings):
     portal_dev_idp_port: int = Field(
         8091, ge=0, le=65535, description="Port of the development OIDC provider `robert up` starts"
     )
+
+    # --- federation between countries (robert_server.federation) --------------------------------
+    federation_listen: str = Field(
+        "127.0.0.1:50060", description="host:port the federation gRPC service (partners call it) binds"
+    )
+    federation_partners: list[FederationPartner] = Field(
+        default_factory=list,
+        description="Partner countries, JSON list of {country_code, endpoint, ca, server_name?}; empty: none",
+    )
+    federation_tls_cert: Path | None = Field(
+        None, description="This country's federation certificate (PEM), shown to partners (server and client)"
+    )
+    federation_tls_key: Path | None = Field(
+        None, description="Private key (PEM) of ROBERT_FEDERATION_TLS_CERT"
+    )
+    federation_interval: float = Field(
+        5.0, gt=0, description="Seconds between two rounds of `robert federation forward`"
+    )
+    federation_batches_per_call: int = Field(
+        20, ge=1, le=500, description="Outbox batches (up to 100 contacts each) sent per delivery call"
+    )
+    federation_timeout: float = Field(30.0, gt=0, description="Deadline in seconds of a delivery call")
+    federation_backoff_max: float = Field(
+        300.0, gt=0, description="Longest wait in seconds between two failed deliveries to a partner"
+    )
+    federation_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus metrics port of `robert federation serve`; unset: none"
+    )
+    federation_forwarder_metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Prometheus metrics port of `robert federation forward`; unset: none",
+    )
+
+    @field_validator("federation_partners")
+    @classmethod
+    def _check_federation_partners(cls, v: list[FederationPartner]) -> list[FederationPartner]:
+        codes = [p.country_code for p in v]
+        if len(set(codes)) != len(codes):
+            raise ValueError("a country code appears twice")
+        return v
 
     @field_validator("time_start")
     @classmethod

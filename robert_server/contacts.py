@@ -14,7 +14,10 @@ Batch document::
                      th: bytes(2n) timeFromHelloMessage, uint16 BE,
                      mac: bytes(5n),
                      rssi: bytes(2n) rssiCalibrated, int16 BE} ]
-    lease_until   datetime  unclaimed batches have a lease in the past
+    origin        int       only on contacts a partner country forwarded (robert_server.federation): the
+                            sender's country code. Such batches are matched like local ones but are no
+                            local report, and their contacts of another country are never forwarded again
+    lease_until   datetime  unclaimed batches have a lease in the past; HELD: stored, not yet released
     lease_owner   str | None
     claim         str       id of the claim that took it last (to read back what one claim took)
     attempts      int
@@ -40,6 +43,8 @@ from robert_common.mongo import IN_CHUNK, find_by_ids, id_chunks
 COLLECTION = "contacts"
 BATCH_SIZE = 100
 UNCLAIMED = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+HELD = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)  # stored but not claimable yet (forwarded batches)
+FORWARDED_PREFIX = "fed/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,51 @@ async def store_report(
     return len(docs)
 
 
+async def store_forwarded(
+    db: AsyncDatabase, origin: int, key: str, packed: Sequence[dict[str, Any]], received_at: dt.datetime
+) -> list[str]:
+    """Store contacts a partner country forwarded (federation batch ``key``; packed as
+    :func:`pack_contact` does), HELD: no worker claims them
+    until :func:`release_forwarded`. Idempotent like :func:`store_report`; returns the batch ids.
+
+    Held, a batch cannot be matched and deleted before the receiver has recorded the federation batch
+    as stored, so a delivery retried at any moment never stores its contacts a second time."""
+    report_id = FORWARDED_PREFIX + key
+    docs: list[dict[str, Any]] = [
+        {
+            "_id": f"{report_id}:{i // BATCH_SIZE}",
+            "report_id": report_id,
+            "origin": origin,
+            "received_at": received_at,
+            "contacts": list(packed[i : i + BATCH_SIZE]),
+            "lease_until": HELD,
+            "lease_owner": None,
+            "attempts": 0,
+        }
+        for i in range(0, len(packed), BATCH_SIZE)
+    ]
+    if docs:
+        try:
+            await collection(db).insert_many(docs, ordered=False)
+        except BulkWriteError as e:
+            if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
+                raise
+    return [d["_id"] for d in docs]
+
+
+async def release_forwarded(db: AsyncDatabase, batch_ids: Sequence[str]) -> None:
+    """Make held forwarded batches claimable (idempotent: released or matched ones are left alone)."""
+    for chunk in id_chunks(batch_ids):
+        await collection(db).update_many(
+            {"_id": {"$in": chunk}, "lease_until": HELD}, {"$set": {"lease_until": UNCLAIMED}}
+        )
+
+
+def forwarded_ids(key: str, contacts_count: int) -> list[str]:
+    """The batch ids :func:`store_forwarded` gives a federation batch of ``contacts_count`` contacts."""
+    return [f"{FORWARDED_PREFIX}{key}:{i}" for i in range((contacts_count + BATCH_SIZE - 1) // BATCH_SIZE)]
+
+
 async def delete_report(db: AsyncDatabase, report_id: str) -> None:
     """Undo a store_report (the upload failed after storing, e.g. the code was consumed meanwhile).
 
@@ -132,7 +182,6 @@ async def delete_report(db: AsyncDatabase, report_id: str) -> None:
 # --- matching worker (issue 5): claims with a lease (several batches at a time), completion ------
 
 CLAIM_CANDIDATES = 8  # batches looked at per claim: enough that concurrent workers rarely collide
-FOREIGN_COLLECTION = "foreign_contacts"
 
 
 async def claim_batch(
@@ -217,7 +266,7 @@ async def release_batches(db: AsyncDatabase, batch_ids: Sequence[str], owner: st
 async def restore_batch(db: AsyncDatabase, batch: dict[str, Any]) -> None:
     """Put a batch taken out of matching (a dead letter) back, unclaimed, with no attempt counted.
     Idempotent: a batch already back is left as it is."""
-    doc = {k: v for k, v in batch.items() if k in ("_id", "report_id", "received_at", "contacts")}
+    doc = {k: v for k, v in batch.items() if k in ("_id", "report_id", "received_at", "contacts", "origin")}
     try:
         await collection(db).insert_one({**doc, "lease_until": UNCLAIMED, "lease_owner": None, "attempts": 0})
     except DuplicateKeyError:
@@ -227,29 +276,3 @@ async def restore_batch(db: AsyncDatabase, batch: dict[str, Any]) -> None:
 async def pending_batches(db: AsyncDatabase) -> int:
     """Number of batches waiting or in progress (tests, CLI; a count, not for hot paths)."""
     return await collection(db).count_documents({})
-
-
-async def store_foreign_contacts(
-    db: AsyncDatabase,
-    batch_id: str,
-    contacts: Sequence[tuple[int, int, dict[str, Any]]],
-    received_at: dt.datetime,
-) -> None:
-    """Keep contacts of another country, ``(index in batch, country code, packed contact)``, for forwarding
-    to that country's server (PROTOCOL.md 8 step 1). Idempotent: a re-run of the batch adds nothing."""
-    docs = [
-        {"_id": f"{batch_id}:{i}", "country_code": cc, "received_at": received_at, "contact": packed}
-        for i, cc, packed in contacts
-    ]
-    if not docs:
-        return
-    try:
-        await db[FOREIGN_COLLECTION].insert_many(docs, ordered=False)
-    except BulkWriteError as e:
-        if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
-            raise
-
-
-async def foreign_contacts(db: AsyncDatabase, country_code: int) -> list[dict[str, Any]]:
-    """The contacts kept for one country's server."""
-    return [d async for d in db[FOREIGN_COLLECTION].find({"country_code": country_code})]

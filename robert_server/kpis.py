@@ -5,7 +5,7 @@ Document: ``{_id: "YYYY-MM-DD", <counter>: int, ...}``. Counter names are the KP
 live in the ``_id: "current"`` document (:data:`GAUGES`).
 
 Who counts what: the phone API counts ``reports`` and ``notifiedUsers`` (a phone told of its current risk);
-the matching worker counts everything else.
+the federation service and forwarder count ``federation*``; the matching worker counts everything else.
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ COUNTERS: dict[str, str] = {
     "usersAboveRiskThresholdButRetentionPeriodExpired": "above the threshold, contact too old",
     "riskFlagsCleared": "at-risk flags cleared 7 days after the last contact",
     "exposuresPurged": "exposure epochs dropped as older than the contagious period",
+    # Federation (robert_server.federation): each also counted per partner, as <name>_0x<CC>.
+    "federationContactsForwarded": "contacts of another country delivered to that country's server",
+    "federationContactsRefusedByPartner": "contacts a partner's server refused (not delivered)",
+    "federationContactsDropped": "contacts of another country dropped undelivered after the retention",
+    "federationContactsReceived": "contacts partners forwarded to us, stored for matching (no local report)",
+    "federationContactsRefused": "contacts partners forwarded that we refused (bad batch, not for our CC)",
 }
 # Gauges of the current state, in the "current" document.
 GAUGES: dict[str, str] = {"usersAtRisk": "registrations at risk now"}

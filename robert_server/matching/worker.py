@@ -41,6 +41,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from robert_common.clock import ServiceTime
 from robert_server import contacts, kpis
 from robert_server.crypto_client import CryptoClient, CryptoError
+from robert_server.federation import counters as federation_counters
+from robert_server.federation import outbox
 from robert_server.matching import daily, exposures, parking, risk, validation
 from robert_server.matching.context import MatchingConfig, PassContext, PassStats
 from robert_server.matching.settlement import settle_kpis
@@ -229,11 +231,26 @@ class Worker:
             at += n
             scored[batch["_id"]] = s
             if s.foreign:
-                with ctx.timed("db"):
-                    await contacts.store_foreign_contacts(
-                        ctx.db, batch["_id"], s.foreign, ctx.time.clock.utcnow()
-                    )
+                await self._forward(batch, s)
         return scored
+
+    async def _forward(self, batch: Mapping[str, Any], s: validation.BatchScores) -> None:
+        """Contacts of another country go to the federation outbox, in this same step (idempotent per
+        batch). A partner may forward only contacts for us: those of a forwarded batch that are not are
+        refused (counted for that partner), never forwarded again."""
+        origin = batch.get("origin")
+        if origin is None:
+            with self.ctx.timed("db"):
+                await outbox.store(
+                    self.ctx.db,
+                    batch["_id"],
+                    [(cc, c) for _, cc, c in s.foreign],
+                    self.ctx.time.clock.utcnow(),
+                )
+            return
+        n = s.counters.pop("contactsForeign", 0)
+        s.counters.update(federation_counters.per_partner(federation_counters.REFUSED, origin, n))
+        s.foreign.clear()
 
     async def _complete(self, batch_ids: list[str], lease_until: dt.datetime) -> list[str]:
         """Delete the processed batches this worker still holds; the ids deleted (their counts are added).

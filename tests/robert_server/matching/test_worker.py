@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from robert_server import contacts, kpis, registrations
+from robert_server.federation import outbox
 from robert_server.matching.scoring import score_contact
 from tests.robert_server.matching.conftest import LEASE, Matching
 
@@ -69,8 +70,8 @@ async def test_rejections_are_counted_and_never_scored(matching: Matching) -> No
     assert k["hellosRejectedTimeMismatch"] == 2
     assert k["hellosRejectedForeignCountry"] == 15 and k["contactsForeign"] == 1
     assert k["contactsProcessed"] == 5 and k["hellosProcessed"] == 62
-    kept = await contacts.foreign_contacts(matching.db, 0x22)
-    assert len(kept) == 1 and kept[0]["contact"]["ebid"] == foreign.ebid
+    kept = await outbox.pending(matching.db, 0x22, 10)
+    assert len(kept) == 1 and [c["ebid"] for c in kept[0]["contacts"]] == [foreign.ebid]
 
 
 async def test_a_batch_run_twice_counts_once(matching: Matching) -> None:
@@ -119,7 +120,7 @@ async def test_a_worker_dying_between_steps_loses_nothing_and_counts_nothing_twi
     assert rb["exposures"] == {str(e): pytest.approx(4.0), str(e + 9): pytest.approx(4.0)}
     assert (ra["at_risk"], rb["at_risk"]) == (True, False)
     assert not ra["risk_pending"] and not rb["risk_pending"]
-    assert len(await contacts.foreign_contacts(matching.db, 0x22)) == 1
+    assert len(await outbox.pending(matching.db, 0x22, 10)) == 1
     k = await kpis.report(matching.db)
     assert k["alertedUsers"] == 1 and k["usersAtRisk"] == 1
     if step != "completed":  # counters are added when the batch is completed: exactly once
