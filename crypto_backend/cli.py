@@ -7,6 +7,9 @@
 ``robert keys reseal``     re-seal every identity under the current KEK, then retire the older ones
                            (resumable: run it again after a crash)
 ``robert keys public``     print the registration public key (SPKI DER, base64) that apps embed
+``robert keys export-federation-key FILE`` / ``import-federation-key FILE``
+                           write K_G to a new 0600 file / use the K_G of such a file: how federated
+                           countries come to share one K_G (carry the file by a secure channel)
 
 Every ``keys`` command works on the store ROBERT_KEYSTORE names (file or pkcs11; see
 crypto_backend/keystore/setup.py for the passphrase and the PIN). Nothing here ever prints a secret key.
@@ -18,10 +21,13 @@ import argparse
 import asyncio
 import base64
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from crypto_backend.keystore import (
+    FileKeyStore,
     KeyStore,
     KeyStoreError,
     create_keystore,
@@ -64,6 +70,12 @@ def register(sub: Any) -> None:  # sub: argparse._SubParsersAction
     reseal.set_defaults(func=run_keys_reseal)
     public = ksub.add_parser("public", help="print the registration public key (SPKI DER, base64)")
     public.set_defaults(func=run_keys_public)
+    export = ksub.add_parser("export-federation-key", help="write K_G to a new file (mode 0600)")
+    export.add_argument("file", type=Path, help="file to create (never overwritten)")
+    export.set_defaults(func=run_keys_export_federation)
+    imp = ksub.add_parser("import-federation-key", help="use the K_G of a file made by export-federation-key")
+    imp.add_argument("file", type=Path)
+    imp.set_defaults(func=run_keys_import_federation)
 
 
 def _fail(message: str) -> int:
@@ -189,4 +201,57 @@ def run_keys_public(args: argparse.Namespace) -> int:
         print(base64.b64encode(store.registration_public_key()).decode())
     finally:
         store.close()
+    return 0
+
+
+FEDERATION_KEY_HEADER = "ROBERT-FEDERATION-KEY-V1"  # first line of an exported K_G file
+
+
+def run_keys_export_federation(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    try:
+        store = open_keystore(settings)
+    except KeyStoreError as e:
+        return _fail(str(e))
+    try:
+        k_g = store.federation_key()
+    finally:
+        store.close()
+    try:
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        return _fail(f"cannot create {args.file}: {e.strerror}")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{FEDERATION_KEY_HEADER}\n{base64.b64encode(k_g).decode()}\n")
+    print(f"K_G written to {args.file} (keep it secret; import it on each federated server)")
+    return 0
+
+
+def run_keys_import_federation(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    try:
+        lines = args.file.read_text().split()
+    except (OSError, UnicodeDecodeError) as e:
+        return _fail(f"cannot read {args.file}: {getattr(e, 'strerror', None) or 'not text'}")
+    try:
+        if len(lines) != 2 or lines[0] != FEDERATION_KEY_HEADER:
+            raise ValueError
+        k_g = base64.b64decode(lines[1], validate=True)
+    except ValueError:
+        return _fail(f"{args.file} is not a file written by `robert keys export-federation-key`")
+    try:
+        store = open_keystore(settings)
+    except KeyStoreError as e:
+        return _fail(str(e))
+    try:
+        if not isinstance(store, FileKeyStore):
+            return _fail("importing a K_G is for file key stores (with a token, create it in the token)")
+        version = store.import_federation_key(k_g)
+    except KeyStoreError as e:
+        return _fail(str(e))
+    finally:
+        store.close()
+    print(f"K_G version {version} now in use")
     return 0

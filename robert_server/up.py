@@ -3,7 +3,8 @@
 Starts, in order: the embedded database (only when ROBERT_MONGODB_URI is unset), a development key
 store (only if none exists; with ROBERT_KEYSTORE=pkcs11, the keys in the token if it holds none),
 then one process of each component: ``robert crypto``, ``robert codes serve``, ``robert api`` and
-``robert matcher``. Every child gets the same settings through the environment. Ctrl-C (or SIGTERM)
+``robert matcher``, and with partner countries configured ``robert federation serve`` and ``robert
+federation forward``. Every child gets the same settings through the environment. Ctrl-C (or SIGTERM)
 stops the children, then the database.
 
 Supervision: a component that exits is started again after a back-off (0.5 s, doubling up to
@@ -41,7 +42,11 @@ COMPONENTS: tuple[tuple[str, list[str]], ...] = (
     # set), then the portal, with an issuer token of its own (see robert_server/portal/up.py).
     ("dev-idp", ["portal", "dev-idp"]),
     ("portal", ["portal"]),
+    # Federation (issue 14): only with ROBERT_FEDERATION_PARTNERS set.
+    ("federation", ["federation", "serve"]),
+    ("forwarder", ["federation", "forward"]),
 )
+FEDERATION_COMPONENTS = ("federation", "forwarder")
 
 
 def register(sub: Any) -> None:
@@ -156,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
 
         skipped = prepare_portal(settings, env, args.without)
         for name, cmd in COMPONENTS:
+            if name in FEDERATION_COMPONENTS and not settings.federation_partners:
+                continue
             if name not in args.without and name not in skipped:
                 children[name] = _spawn(name, cmd, env)
         log.info(

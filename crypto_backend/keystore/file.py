@@ -368,6 +368,21 @@ class FileKeyStore:
         version: int = self._update(change)
         return version
 
+    def import_federation_key(self, k_g: bytes) -> int:
+        """Use a K_G shared by the federation from now on (a new version; the same key already in use
+        changes nothing); return the version in use."""
+        if len(k_g) != FEDERATION_KEY_SIZE:
+            raise KeyStoreError(f"a federation key is {FEDERATION_KEY_SIZE} bytes")
+
+        def change(m: KeyMaterial) -> int:
+            if m.federation_keys[m.federation_version] != k_g:
+                m.federation_version = max(m.federation_keys) + 1
+                m.federation_keys[m.federation_version] = k_g
+            return m.federation_version
+
+        version: int = self._update(change)
+        return version
+
     # --- KeyStore --------------------------------------------------------------------------------
 
     def day_key(self, day: dt.date) -> bytes | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,17 @@ class Federation(Matching):
 
     pkis: dict[int, tls.CountryPki] | None = None
     port: int = 0
+    server: Any = None
+    our_settings: Settings | None = None
+
+    async def stop_service(self) -> None:
+        await self.server.stop(None)
+
+    async def start_service(self) -> None:
+        assert self.our_settings is not None
+        self.server, _ = await service.start_server(
+            self.db, self.our_settings, self.cs.clock, f"127.0.0.1:{self.port}"
+        )
 
     def settings_of(self, cc: int) -> Settings:
         assert self.pkis is not None
@@ -90,9 +102,11 @@ async def federation(
     ours = partner_settings(
         crypto_service.settings, pkis, US, {PARTNER: "127.0.0.1:1", OTHER_PARTNER: "127.0.0.1:1"}
     )
-    f = Federation(crypto_service, pkis=pkis)
-    server, f.port = await service.start_server(crypto_service.db, ours, crypto_service.clock, "127.0.0.1:0")
+    f = Federation(crypto_service, pkis=pkis, our_settings=ours)
+    f.server, f.port = await service.start_server(
+        crypto_service.db, ours, crypto_service.clock, "127.0.0.1:0"
+    )
     try:
         yield f
     finally:
-        await server.stop(None)
+        await f.server.stop(None)
