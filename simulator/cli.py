@@ -44,7 +44,7 @@ from simulator.system import LaunchError, LocalSystem
 # Flags that name a system someone else runs; without any of them ``run`` starts its own.
 SYSTEM_FLAGS = (
     "server", "server_key", "crypto", "issuer", "issuer_token", "clock_shift_file", "matcher_cmd",
-    "matcher_wait",
+    "matcher_wait", "country",
 )  # fmt: skip
 OWN_COMPONENTS = ("crypto", "codes", "api")  # matching: ``robert matcher --once`` at each step
 
@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: $ROBERT_CLOCK_SHIFT_FILE)",
     )  # fmt: skip
     run.add_argument("--settle", type=float, default=1.2, help="seconds processes need to see a new time")
+    run.add_argument(
+        "--country", action="append", metavar="NAME=SERVER,CRYPTO,ISSUER,TOKEN",
+        help="a scenario with countries: that country's system (repeat for each; they share one"
+        " clock-shift file, and their own workers match and forward: see --matcher-wait)",
+    )  # fmt: skip
     m = run.add_mutually_exclusive_group()
     m.add_argument(
         "--matcher-cmd", help="command that runs one matching pass (default: robert matcher --once)"
@@ -160,6 +165,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.seed is not None:
         sc.seed = args.seed
     if not any(getattr(args, name) is not None for name in SYSTEM_FLAGS):
+        if sc.countries:
+            raise BackendError(
+                "a scenario with countries needs a system per country: pass --country for each"
+            )
         return _run_on_own_system(args, sc, console)
     _external_defaults(args)
     if args.clock_shift_file is None:
@@ -167,6 +176,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             "no clock-shift file: start the system with ROBERT_CLOCK_SHIFT_FILE=F"
             " and pass --clock-shift-file F (or pass no system flag: robert-sim starts its own system)"
         )
+    if sc.countries:
+        return asyncio.run(_run_countries(args, sc, console))
     if not args.issuer_token:
         raise BackendError("no issuer token: pass --issuer-token (e.g. from `robert issuers add sim`)")
     return asyncio.run(_run_external(args, sc, console))
@@ -201,6 +212,57 @@ def _run_on_own_system(args: argparse.Namespace, sc: Scenario, console: Console)
         issuer = GrpcIssuer(system.codes_address, token)
         time_control = ShiftFileTime(system.clock_shift_file, args.settle)
         return asyncio.run(_run(args, sc, console, system.base_url, key, issuer, run_matcher, time_control))
+
+
+COUNTRY_MATCHER_WAIT = 5.0  # seconds: the systems' own workers match, forward, and match again
+
+
+def _parse_countries(values: list[str], sc: Scenario) -> dict[str, list[str]]:
+    """``--country NAME=SERVER,CRYPTO,ISSUER,TOKEN`` for every country of the scenario."""
+    out: dict[str, list[str]] = {}
+    for value in values:
+        name, _, rest = value.partition("=")
+        parts = rest.split(",")
+        if name not in sc.countries or len(parts) != 4 or not all(parts):
+            raise BackendError(f"--country {name}=...: give NAME=SERVER,CRYPTO,ISSUER,TOKEN for a country"
+                               f" of the scenario ({', '.join(sc.countries)})")  # fmt: skip
+        out[name] = parts
+    missing = [c for c in sc.countries if c not in out]
+    if missing:
+        raise BackendError(f"no system for countries {', '.join(missing)}: pass --country for each")
+    return out
+
+
+async def _run_countries(args: argparse.Namespace, sc: Scenario, console: Console) -> int:
+    from simulator.runner import CountryServer
+
+    systems = _parse_countries(args.country or [], sc)
+    servers: dict[str, CountryServer] = {}
+    issuers: dict[str, GrpcIssuer] = {}
+    for name, (server, crypto, issuer, token) in systems.items():
+        servers[name] = CountryServer(server.rstrip("/"), await fetch_server_key(crypto))
+        issuers[name] = GrpcIssuer(issuer, token)
+
+    async def code_in(country: str) -> str:
+        return await issuers[country].get_code()
+
+    first = next(iter(servers.values()))
+    options = RunOptions(
+        base_url=first.base_url, server_public_key=first.server_public_key,
+        concurrency=args.concurrency, show_progress=not args.no_progress, countries=servers,
+    )  # fmt: skip
+    backend = Backend(issuers[next(iter(issuers))].get_code,
+                      matcher_wait(args.matcher_wait or COUNTRY_MATCHER_WAIT), code_in)  # fmt: skip
+    runner = Runner(sc, options, ShiftFileTime(args.clock_shift_file, args.settle), backend)
+    try:
+        result = await runner.run()
+    finally:
+        for each in issuers.values():
+            await each.close()
+    print_report(result, console, per_phone=not args.totals_only)
+    if args.json:
+        write_json(result, args.json)
+    return 0
 
 
 async def _run_external(args: argparse.Namespace, sc: Scenario, console: Console) -> int:

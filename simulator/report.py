@@ -28,6 +28,7 @@ class PhoneOutcome:
 
     name: str
     registered: bool = False
+    country: str = ""  # the country whose server it registered with (scenarios with countries)
     polls: int = 0
     poll_errors: int = 0
     notified_at: int | None = None  # seconds after the start of the first riskLevel-4 answer
@@ -100,6 +101,7 @@ class SimulationResult:
             "phones": {
                 name: {
                     "verdict": self.verdict(name),
+                    "country": out.country,
                     "exposed": self.truth[name].exposed,
                     "close_minutes": round(self.truth[name].close_seconds / 60, 1),
                     "notified_at": out.notified_at,
@@ -128,7 +130,18 @@ _STYLE = {"TP": "green", "TN": "dim", "FP": "yellow", "FN": "red"}
 
 def phone_table(result: SimulationResult) -> Table:
     table = Table(title=f"Phones of {result.scenario.name}")
-    for col in ("phone", "close min", "exposed", "notified", "verdict", "polls", "errors", "reported"):
+    countries = bool(result.scenario.countries)
+    for col in (
+        "phone",
+        *(("country",) if countries else ()),
+        "close min",
+        "exposed",
+        "notified",
+        "verdict",
+        "polls",
+        "errors",
+        "reported",
+    ):
         table.add_column(col, justify="left" if col == "phone" else "right")
     for name, out in result.outcomes.items():
         verdict = result.verdict(name)
@@ -136,10 +149,11 @@ def phone_table(result: SimulationResult) -> Table:
         reported = (
             f"yes ({out.hellos_uploaded} HELLOs)" if out.reported else ("FAILED" if out.diagnosed else "")
         )
+        country = (out.country,) if countries else ()
         table.add_row(
-            name, f"{exp.close_seconds / 60:.1f}", "yes" if exp.exposed else "no", _when(out.notified_at),
-            f"[{_STYLE[verdict]}]{verdict}[/]", str(out.polls), str(out.poll_errors + len(out.errors)),
-            reported,
+            name, *country, f"{exp.close_seconds / 60:.1f}", "yes" if exp.exposed else "no",
+            _when(out.notified_at), f"[{_STYLE[verdict]}]{verdict}[/]", str(out.polls),
+            str(out.poll_errors + len(out.errors)), reported,
         )  # fmt: skip
     return table
 

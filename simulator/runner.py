@@ -107,6 +107,20 @@ class Backend:
 
     get_code: Callable[[], Awaitable[str]]  # a fresh code that unlocks /report
     run_matcher: Callable[[], Awaitable[None]]  # one matching pass, returning when it is done
+    # Scenarios with countries: a code issued by that country's system (default: get_code). The
+    # matching step must then match in every country and forward between them (see RunOptions).
+    get_code_in: Callable[[str], Awaitable[str]] | None = None
+
+    async def code(self, country: str) -> str:
+        return await (self.get_code_in(country) if self.get_code_in and country else self.get_code())
+
+
+@dataclass(frozen=True)
+class CountryServer:
+    """One country's system (scenarios with countries): its phone API and registration key."""
+
+    base_url: str
+    server_public_key: bytes
 
 
 @dataclass(order=True, frozen=True)
@@ -125,6 +139,7 @@ class RunOptions:
     show_progress: bool = True
     record_all: bool = False  # keep HELLOs heard by every phone, not only by those that will report
     on_step: Callable[[Step], None] | None = None
+    countries: dict[str, CountryServer] | None = None  # by scenario country name; None: one system
 
 
 def build_steps(scenario: Scenario) -> list[Step]:
@@ -155,7 +170,7 @@ class Runner:
         self.options = options
         self.time = time_control
         self.backend = backend
-        self.outcomes = {name: PhoneOutcome(name) for name in scenario.phones}
+        self.outcomes = {name: PhoneOutcome(name, country=p.country) for name, p in scenario.phones.items()}
         self.phones: dict[str, Phone] = {}
         self.events: list[tuple[int, str, str]] = []
         self.start_unix = 0.0
@@ -175,10 +190,7 @@ class Runner:
             self.outcomes[d.who].diagnosed = True
         steps = build_steps(self.scenario)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
-            self.phones = {
-                name: Phone(opts.base_url, opts.server_public_key, clock=self.time.clock, http=http)
-                for name in self.scenario.phones
-            }
+            self.phones = {name: self._phone(p.country, http) for name, p in self.scenario.phones.items()}
             with progress_bar(disable=not opts.show_progress) as progress:
                 task = progress.add_task(self.scenario.name, total=self.scenario.duration, status="")
                 t_prev = None
@@ -197,6 +209,18 @@ class Runner:
             self.scenario, truth, self.outcomes, self.start_unix, time.monotonic() - wall, self.events,
             self.report_answers,
         )  # fmt: skip
+
+    def _phone(self, country: str, http: aiohttp.ClientSession) -> Phone:
+        """A virtual phone of ``country``'s system (the one system when the scenario has no countries)."""
+        opts, server = self.options, None
+        if country and opts.countries is not None:
+            server = opts.countries.get(country)
+            if server is None:
+                raise ValueError(f"no system given for country {country!r} of the scenario")
+        url, key = (
+            (server.base_url, server.server_public_key) if server else (opts.base_url, opts.server_public_key)
+        )
+        return Phone(url, key, clock=self.time.clock, http=http)
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -227,7 +251,7 @@ class Runner:
         oldest = unix_to_ntp(self.start_unix + step.t) - 14 * SECONDS_PER_DAY
         phone.heard = [h for h in phone.heard if h.time_collected >= oldest]
         try:
-            code = await self.backend.get_code()
+            code = await self.backend.code(self.scenario.phones[step.who].country)
         except Exception as e:  # noqa: BLE001 - any issuer failure is a result of the run, not a crash
             out.errors.append(f"code issuer: {type(e).__name__}")
             return

@@ -15,9 +15,13 @@ run. Format (every key but ``population`` is optional)::
       hello_interval_s: 5
       path_loss_exponent: 2.0
     ground_truth: {distance_m: 2.0, minutes: 15, lookback_days: 14, recent_days: 7}
+    countries:                   # optional: federated countries, each its own system (default: one)
+      - {name: fr, code: 0x21}   # code: its CC (PROTOCOL.md 4), the first one is the default country
+      - {name: de, code: 0x22}
     population:                  # named phones, or groups expanded to <group>01, <group>02 ...
       - {name: alice, pocket: 0.5}          # pocket: fraction of the time the phone is in a pocket/bag
       - {group: visitor, count: 3, joins_day: 1}   # joins_day: day the app is installed (registers)
+      - {name: karl, country: de}           # country: registered with that country's server
     places:                      # optional: a named set of phones and the distances between them there
       - {name: office, phones: [alice, bob, "visitor*"], distance_m: [1.0, 4.0]}
     encounters:
@@ -89,6 +93,7 @@ class PhoneSpec(_Strict):
     count: int = Field(1, ge=1, le=100_000)
     pocket: float = Field(0.5, ge=0.0, le=1.0)
     joins_day: int = Field(0, ge=0)
+    country: str | None = None
 
     @model_validator(mode="after")
     def _name_or_group(self) -> PhoneSpec:
@@ -140,6 +145,11 @@ class EncounterSpec(_Strict):
         return self
 
 
+class CountrySpec(_Strict):
+    name: str = Field(min_length=1, max_length=32)
+    code: int = Field(ge=0, le=255)
+
+
 class DiagnosisSpec(_Strict):
     who: str
     day: int = Field(ge=0)
@@ -185,6 +195,7 @@ class ScenarioSpec(_Strict):
     dummies: DummiesSpec = DummiesSpec()
     ble: BleParams = BleParams()
     ground_truth: GroundTruthSpec = GroundTruthSpec()
+    countries: list[CountrySpec] = []
     population: list[PhoneSpec] = Field(min_length=1)
     places: list[PlaceSpec] = []
     encounters: list[EncounterSpec] = []
@@ -199,6 +210,7 @@ class Phone:
     name: str
     pocket: float  # fraction of the time in a pocket or bag
     joins_at: int  # seconds after the simulation start: registration time
+    country: str = ""  # the country (system) it registers with; "" when the scenario has one
 
 
 @dataclass(frozen=True)
@@ -234,6 +246,7 @@ class Scenario:
     source: str = ""
     groups: dict[str, list[str]] = field(default_factory=dict)
     dummies_per_day: float = 0.0  # dummy /report uploads per phone per day, on average
+    countries: dict[str, int] = field(default_factory=dict)  # name -> CC, in the file's order
 
     @property
     def duration(self) -> int:
@@ -276,7 +289,8 @@ def _format_error(err: Any) -> str:
 
 def _expand(spec: ScenarioSpec, source: str) -> Scenario:
     rng = random.Random(spec.seed)
-    phones, groups = _expand_population(spec.population)
+    countries = _countries(spec.countries)
+    phones, groups = _expand_population(spec.population, countries)
     places = {}
     for i, place in enumerate(spec.places):
         if place.name in places:
@@ -305,13 +319,30 @@ def _expand(spec: ScenarioSpec, source: str) -> Scenario:
         poll_every=int(spec.polling.every_hours * 3600), match_every=int(spec.matching.every_hours * 3600),
         match_after_reports=spec.matching.after_reports, ble=spec.ble, ground_truth=spec.ground_truth,
         source=source, groups=groups, dummies_per_day=spec.dummies.per_phone_per_day,
+        countries=countries,
     )  # fmt: skip
 
 
-def _expand_population(specs: list[PhoneSpec]) -> tuple[dict[str, Phone], dict[str, list[str]]]:
+def _countries(specs: list[CountrySpec]) -> dict[str, int]:
+    countries: dict[str, int] = {}
+    for i, c in enumerate(specs):
+        if c.name in countries:
+            raise ValueError(f"countries[{i}].name: duplicate country {c.name!r}")
+        if c.code in countries.values():
+            raise ValueError(f"countries[{i}].code: duplicate country code {c.code:#04x}")
+        countries[c.name] = c.code
+    return countries
+
+
+def _expand_population(
+    specs: list[PhoneSpec], countries: dict[str, int]
+) -> tuple[dict[str, Phone], dict[str, list[str]]]:
     phones: dict[str, Phone] = {}
     groups: dict[str, list[str]] = {}
+    default_country = next(iter(countries), "")
     for i, p in enumerate(specs):
+        if p.country is not None and p.country not in countries:
+            raise ValueError(f"population[{i}].country: unknown country {p.country!r} (see countries)")
         if p.name is not None:
             names = [p.name]
         else:
@@ -322,7 +353,7 @@ def _expand_population(specs: list[PhoneSpec]) -> tuple[dict[str, Phone], dict[s
         for name in names:
             if name in phones:
                 raise ValueError(f"population[{i}]: duplicate phone {name!r}")
-            phones[name] = Phone(name, p.pocket, p.joins_day * SECONDS_PER_DAY)
+            phones[name] = Phone(name, p.pocket, p.joins_day * SECONDS_PER_DAY, p.country or default_country)
     return phones, groups
 
 

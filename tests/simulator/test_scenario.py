@@ -135,3 +135,52 @@ def test_bad_files(tmp_path: Path) -> None:
     scalar.write_text("42\n")
     with pytest.raises(ScenarioError, match="a scenario is a mapping"):
         load_scenario(scalar)
+
+
+def test_countries_give_each_phone_its_system() -> None:
+    sc = parse_scenario(
+        base(
+            countries=[{"name": "fr", "code": 0x21}, {"name": "de", "code": 0x22}],
+            population=[
+                {"name": "alice"},
+                {"name": "bob", "country": "de"},
+                {"group": "g", "count": 2, "country": "de"},
+            ],
+        )
+    )
+    assert sc.countries == {"fr": 0x21, "de": 0x22}
+    assert {n: p.country for n, p in sc.phones.items()} == {
+        "alice": "fr",
+        "bob": "de",
+        "g01": "de",
+        "g02": "de",
+    }
+    assert parse_scenario(base()).phones["alice"].country == ""  # no countries: the one system
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"population": [{"name": "alice", "country": "xx"}, {"name": "bob"}]},
+            "population[0].country: unknown country 'xx'",
+        ),
+        (
+            {"countries": [{"name": "fr", "code": 33}, {"name": "fr", "code": 34}]},
+            "countries[1].name: duplicate country 'fr'",
+        ),
+        (
+            {"countries": [{"name": "fr", "code": 33}, {"name": "be", "code": 33}]},
+            "countries[1].code: duplicate country code 0x21",
+        ),
+        ({"countries": [{"name": "fr", "code": 256}]}, "countries[0].code"),
+    ],
+)
+def test_bad_countries_are_named(extra: dict, message: str) -> None:
+    raw = base(**extra)
+    if "countries" not in extra:
+        raw["countries"] = [{"name": "fr", "code": 33}]
+    with pytest.raises(
+        ScenarioError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")
+    ):
+        parse_scenario(raw)
