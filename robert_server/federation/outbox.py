@@ -28,13 +28,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from robert_common.mongo import id_chunks
+
 COLLECTION = "foreign_contacts"
 MAX_COUNTRY = 0xFF
-IN_CHUNK = 25  # ids per $in (ARCHITECTURE.md)
-
-
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[i : i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
 
 
 def collection(db: AsyncDatabase) -> AsyncCollection:
@@ -130,7 +127,7 @@ def _aware(t: dt.datetime) -> dt.datetime:
 
 async def delete(db: AsyncDatabase, ids: Sequence[str]) -> None:
     """Delete delivered (or dropped) documents."""
-    for part in _chunks(list(ids)):
+    for part in id_chunks(ids):
         await collection(db).delete_many({"_id": {"$in": part}})
 
 

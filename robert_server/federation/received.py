@@ -26,6 +26,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from robert_common.mongo import id_chunks
+
 COLLECTION = "federation_received"
 STORING = "storing"
 STORED = "stored"
@@ -74,8 +76,8 @@ async def purge(db: AsyncDatabase, before: dt.datetime, page: int = 1000) -> int
         query = {"_id": {"$gt": after}} if after else {}
         docs = await collection(db).find(query, {"received_at": 1}).sort("_id", 1).limit(page).to_list()
         old = [d["_id"] for d in docs if _aware(d["received_at"]) < before]
-        for i in range(0, len(old), 25):
-            result = await collection(db).delete_many({"_id": {"$in": old[i : i + 25]}})
+        for chunk in id_chunks(old):
+            result = await collection(db).delete_many({"_id": {"$in": chunk}})
             deleted += result.deleted_count
         if len(docs) < page:
             return deleted

@@ -174,3 +174,18 @@ async def test_a_receiver_dying_midway_stores_each_contact_once(
     assert reg is not None and reg["exposures"] == {str(e): pytest.approx(FULL_EPOCH)}
     assert (await kpis.report(f.db))["federationContactsReceived"] == 1
     assert US == f.cs.settings.country_code
+
+
+async def test_a_parked_forwarded_batch_keeps_its_origin_when_put_back(federation: Federation) -> None:
+    """A forwarded batch that became a dead letter and is retried is still the partner's: its contacts
+    that are not for us are refused, never forwarded (restore_batch used to drop ``origin``)."""
+    f = federation
+    heard = await f.phone()
+    third_country = f.contact(heard, f.days_ago_epoch(1), cc=OTHER_PARTNER)
+    assert [r.status for r in await f.deliver(batch("parked", [third_country]))] == [pb.BATCH_ACCEPTED]
+    (doc,) = await contacts.collection(f.db).find({}).to_list()
+    await contacts.collection(f.db).delete_one({"_id": doc["_id"]})  # as parking does
+    await contacts.restore_batch(f.db, doc)
+    await f.worker().run_once()
+    assert await outbox.count(f.db) == 0
+    assert (await kpis.report(f.db))["federationContactsRefused_0x22"] == 1
