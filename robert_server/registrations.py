@@ -10,7 +10,7 @@ Document::
     push_info              {token, locale, timezone} | absent
     last_status_epoch      int | None   epoch of the last accepted /status
     last_refused_status_epoch int | absent
-    last_status_batch      bytes | absent  which batched accept wrote last_status_epoch (see accept_statuses)
+    last_status_batch      bytes | absent  which accept wrote last_status_epoch (its StatusPoll.write_id)
     last_drift             int       phone time minus server time (s) at the last authenticated request
     exposures              {"<epochId>": float}   summed contact scores per exposure epoch
     applied_batches        [str]     ids of contact batches already added (idempotent matching)
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
@@ -171,7 +171,7 @@ async def accept_status(
     one passes the minimum gap. ``notify`` marks the current risk as told to the phone. Returns False
     when another poll won.
     """
-    fields = _status_fields(epoch_id, drift, push_info, notify)
+    fields = _status_fields(StatusPoll(id_a, previous_epoch, epoch_id, drift, push_info, notify))
     result = await collection(db).update_one(
         {"_id": id_a, "last_status_epoch": previous_epoch}, {"$set": fields}
     )
@@ -190,6 +190,8 @@ class StatusPoll:
     drift: int
     push_info: dict[str, Any] | None = None
     notify: bool = False
+    # names this accept in the document (last_status_batch): a new StatusPoll for each attempt
+    write_id: bytes = field(default_factory=lambda: os.urandom(8))
 
 
 async def accept_statuses(db: AsyncDatabase, polls: Sequence[StatusPoll]) -> list[bool]:
@@ -197,29 +199,25 @@ async def accept_statuses(db: AsyncDatabase, polls: Sequence[StatusPoll]) -> lis
 
     Each update carries the same compare-and-set filter as :func:`accept_status`. A bulk write only
     counts the updates that matched; when some did not (another poll of the phone won), one read of
-    ``last_status_batch``, a random id written by this bulk, tells which applied. Polls of a phone
-    already in the bulk run after it, one by one, so that each sees the write of the one before.
+    ``last_status_batch`` (each poll's ``write_id``) tells which applied. Polls of a phone already in
+    the bulk run after it, one by one, so that each sees the write of the one before.
     """
     if len(polls) <= 1:
         return [await _accept_one(db, p) for p in polls]
-    batch_id = os.urandom(8)
     first: dict[bytes, int] = {}
     ops = []
     for k, p in enumerate(polls):
         if p.id_a in first:
             continue
         first[p.id_a] = k
-        fields = _status_fields(p.epoch_id, p.drift, p.push_info, p.notify)
-        fields["last_status_batch"] = batch_id
+        fields = _status_fields(p)
         ops.append(UpdateOne({"_id": p.id_a, "last_status_epoch": p.previous_epoch}, {"$set": fields}))
     result = await collection(db).bulk_write(ops, ordered=False)
     if result.matched_count == len(ops):
         applied = set(first)
     else:  # rare: another poll of some phone was accepted since its registration was read
-        docs = await find_by_ids(
-            collection(db), list(first), {"_id": 1}, also={"last_status_batch": batch_id}
-        )
-        applied = {d["_id"] for d in docs}
+        docs = await find_by_ids(collection(db), list(first), {"last_status_batch": 1})
+        applied = {d["_id"] for d in docs if d.get("last_status_batch") == polls[first[d["_id"]]].write_id}
     out = []
     for k, p in enumerate(polls):
         if first[p.id_a] == k:
@@ -230,20 +228,37 @@ async def accept_statuses(db: AsyncDatabase, polls: Sequence[StatusPoll]) -> lis
 
 
 async def _accept_one(db: AsyncDatabase, p: StatusPoll) -> bool:
-    return await accept_status(
-        db, p.id_a, p.previous_epoch, p.epoch_id, p.drift, push_info=p.push_info, notify=p.notify
+    result = await collection(db).update_one(
+        {"_id": p.id_a, "last_status_epoch": p.previous_epoch}, {"$set": _status_fields(p)}
     )
+    return result.matched_count == 1  # matched, not modified: see accept_status
 
 
-def _status_fields(
-    epoch_id: int, drift: int, push_info: dict[str, Any] | None, notify: bool
-) -> dict[str, Any]:
-    fields: dict[str, Any] = {"last_status_epoch": epoch_id, "last_drift": drift}
-    if push_info:
-        fields["push_info"] = push_info
-    if notify:
+def _status_fields(p: StatusPoll) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "last_status_epoch": p.epoch_id,
+        "last_drift": p.drift,
+        "last_status_batch": p.write_id,
+    }
+    if p.push_info:
+        fields["push_info"] = p.push_info
+    if p.notify:
         fields["notified"] = True
     return fields
+
+
+async def undo_status(db: AsyncDatabase, p: StatusPoll) -> bool:
+    """Take back an accepted /status whose answer never reached the phone, so that its next poll is not
+    refused as too soon (and its risk is still to be told). Only if that accept is still the last one
+    (``last_status_batch`` is its ``write_id``). True when undone."""
+    restore: dict[str, Any] = {"last_status_epoch": p.previous_epoch}
+    if p.notify:
+        restore["notified"] = False
+    result = await collection(db).update_one(
+        {"_id": p.id_a, "last_status_epoch": p.epoch_id, "last_status_batch": p.write_id},
+        {"$set": restore, "$unset": {"last_status_batch": ""}},
+    )
+    return result.modified_count == 1
 
 
 # --- matching and risk (issue 5) ----------------------------------------------------------------

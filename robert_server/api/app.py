@@ -20,7 +20,7 @@ from robert_common.clock import Clock, ServiceTime
 from robert_common.mongo import mongo_client
 from robert_common.settings import Settings
 from robert_server import registrations
-from robert_server.api import captcha, register, report, status, unregister
+from robert_server.api import captcha, delivery, register, report, status, unregister
 from robert_server.api import clock as clock_api
 from robert_server.api.errors import DB_UNAVAILABLE, make_error_middleware
 from robert_server.api.metrics import metrics_middleware
@@ -126,6 +126,7 @@ def create_app(
                 await mongo.close()
 
     app.cleanup_ctx.append(resources)
+    delivery.setup(app)  # undo tasks waited for before the services close
     status.setup(app)  # after the services it uses: closed before them
     report.setup(app)
     return app

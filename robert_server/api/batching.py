@@ -14,13 +14,17 @@ latency of ``fn``, while a lone request on an idle server waits ``max_delay`` at
 
 ``fn`` answers one result per item, in order; a result that is an exception is raised to that item's
 caller only, an exception raised by ``fn`` itself to every caller of the batch. A caller cancelled while
-it waits (e.g. its request deadline) does not disturb the others. ``max_delay`` 0 (or ``max_batch`` 1)
-disables batching: each submit calls ``fn([item])`` at once.
+it waits (e.g. its request deadline) does not disturb the others, and ``fn`` always runs to its end in
+a task of its own (never half-cancelled with its caller). A result computed for a caller that gave up
+meanwhile is handed to ``lost(item, result)`` (e.g. to undo what ``fn`` wrote for it); a caller that got
+its result but could not deliver it hands it back with :meth:`give_back`. ``max_delay`` 0 (or
+``max_batch`` 1) disables batching: each submit runs ``fn([item])`` at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -28,6 +32,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 BatchFn = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
+LostFn = Callable[[T, R], Awaitable[None]]
+
+log = logging.getLogger("robert.api")
 
 
 class BatcherClosed(RuntimeError):
@@ -39,7 +46,13 @@ class MicroBatcher(Generic[T, R]):
     most ``max_delay`` seconds for others to join; one ``fn(items)`` call per batch."""
 
     def __init__(
-        self, fn: BatchFn[T, R], max_batch: int, max_delay: float, *, max_in_flight: int = 1
+        self,
+        fn: BatchFn[T, R],
+        max_batch: int,
+        max_delay: float,
+        *,
+        max_in_flight: int = 1,
+        lost: LostFn[T, R] | None = None,
     ) -> None:
         if max_batch < 1 or max_delay < 0 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be >= 1, max_delay >= 0")
@@ -47,10 +60,12 @@ class MicroBatcher(Generic[T, R]):
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.max_in_flight = max_in_flight
+        self.lost = lost
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._due = False  # max_delay is over for the pending items: flush as soon as a batch slot frees
         self._running: set[asyncio.Task[None]] = set()
+        self._undoing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -61,11 +76,9 @@ class MicroBatcher(Generic[T, R]):
         """The result of ``item`` (or its exception), computed in a batch with concurrent submits."""
         if self._closed:
             raise BatcherClosed("batcher closed")
-        if not self.enabled:
-            return _unwrap(_one(await self.fn([item])))
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._pending) >= self.max_batch:
+        if not self.enabled or len(self._pending) >= self.max_batch:
             self._flush()
         elif self._timer is None and not self._due:
             self._timer = asyncio.get_running_loop().call_later(self.max_delay, self._delay_over)
@@ -111,30 +124,35 @@ class MicroBatcher(Generic[T, R]):
                 if not future.done():
                     future.set_exception(e)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():  # its caller gave up meanwhile
-                continue
-            if isinstance(result, BaseException):
+        for (item, future), result in zip(batch, results, strict=True):
+            if future.done():  # its caller gave up meanwhile: nobody will deliver this result
+                if not isinstance(result, BaseException):
+                    await self._lose(item, result)
+            elif isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
 
+    def give_back(self, item: T, result: R) -> None:
+        """``result`` of ``item`` was not delivered after all: hand it to ``lost`` (in a task of its own,
+        waited for by :meth:`close`, so that a cancelled caller can call this)."""
+        if self.lost is not None:
+            task = asyncio.get_running_loop().create_task(self._lose(item, result))
+            self._undoing.add(task)
+            task.add_done_callback(self._undoing.discard)
+
+    async def _lose(self, item: T, result: R) -> None:
+        if self.lost is None:
+            return
+        try:
+            await self.lost(item, result)
+        except Exception as e:  # noqa: BLE001 - one lost result must not fail the others
+            log.error("could not undo an undelivered result", extra={"error": type(e).__name__})
+
     async def close(self) -> None:
         """Refuse new items, run the ones waiting, and wait for the batches in flight."""
         self._closed = True
-        while self._pending or self._running:
+        while self._pending or self._running or self._undoing:
             if self._pending:
                 self._flush()
-            await asyncio.gather(*self._running, return_exceptions=True)
-
-
-def _one(results: Sequence[R | BaseException]) -> R | BaseException:
-    if len(results) != 1:
-        raise RuntimeError(f"batch function returned {len(results)} results for 1 item")
-    return results[0]
-
-
-def _unwrap(result: R | BaseException) -> R:
-    if isinstance(result, BaseException):
-        raise result
-    return result
+            await asyncio.gather(*self._running, *self._undoing, return_exceptions=True)

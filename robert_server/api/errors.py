@@ -17,9 +17,14 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
+from robert_server.api.delivery import DELIVERED
+
 log = logging.getLogger("robert.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The loop time (``loop.time()``) at which the request's deadline ends: work not done by then is wasted.
+DEADLINE: web.RequestKey[float] = web.RequestKey("deadline", float)
 
 # PyMongo errors that mean "the database is down or slow", not "the request is wrong".
 DB_UNAVAILABLE = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
@@ -53,8 +58,14 @@ def make_error_middleware(deadline: float) -> Middleware:
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        answer = await answer_errors(request, handler)
+        sent = request.get(DELIVERED)  # the handler wrote its answer itself (delivery.py): no other
+        return answer if sent is None else sent
+
+    async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(deadline) as scope:
+                request[DEADLINE] = scope.when() or 0.0
                 return await handler(request)
         except ApiError as e:
             return error_response(e.status, e.message)

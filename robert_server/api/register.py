@@ -1,4 +1,8 @@
-"""``POST /api/v6/register`` (PROTOCOL.md 6): captcha, then the crypto service, then the registration."""
+"""``POST /api/v6/register`` (PROTOCOL.md 6): captcha, then the crypto service, then the registration.
+
+A registration whose answer does not reach the phone (deadline over, phone gone) is forgotten again,
+identity and all: the phone, told nothing, registers anew (robert_server/api/delivery.py).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from aiohttp import web
 from robert_server import registrations
 from robert_server.api import validation as v
 from robert_server.api.auth import crypto_failure
+from robert_server.api.delivery import deliver, in_background
 from robert_server.api.errors import ApiError, unavailable
 from robert_server.api.services import SERVICES, Services
 from robert_server.crypto_client import CryptoError
@@ -24,8 +29,9 @@ MAX_PUBLIC_KEY_B64 = 256  # a P-256 SPKI is 91 bytes, 124 base64 characters
 
 async def register(
     svc: Services, captcha_id: str, answer: str, client_public_key: bytes, push_info: dict[str, str] | None
-) -> dict[str, Any]:
-    """Check the captcha, create the identity and its first bundle, store the registration."""
+) -> tuple[bytes, dict[str, Any]]:
+    """Check the captcha, create the identity and its first bundle, store the registration: its id_A
+    and the answer."""
     if not await svc.captcha.verify(captcha_id, answer):
         raise ApiError(401, "invalid captcha")
     epoch_id = svc.time.current_epoch()
@@ -45,11 +51,22 @@ async def register(
         # Nothing half-written: without its registration the identity must not stay behind.
         await _forget_identity(svc, created.id_a)
         raise
-    return {
-        "tuples": base64.b64encode(created.sealed_tuples).decode(),
-        "timeStart": svc.time.time_start,
-        "config": await svc.config.get(),
-    }
+    try:
+        return created.id_a, {
+            "tuples": base64.b64encode(created.sealed_tuples).decode(),
+            "timeStart": svc.time.time_start,
+            "config": await svc.config.get(),
+        }
+    except BaseException:
+        await asyncio.shield(forget(svc, created.id_a))
+        raise
+
+
+async def forget(svc: Services, id_a: bytes) -> None:
+    """Undo a registration the phone never heard of: its registration, then its identity."""
+    await registrations.delete(svc.db, id_a)
+    await _forget_identity(svc, id_a)
+    log.info("register answer not delivered: registration undone")
 
 
 FORGET_ATTEMPTS = 5
@@ -95,5 +112,12 @@ async def handle(request: web.Request) -> web.Response:
     key = v.b64_bytes(body, "clientPublicECDHKey", max_len=MAX_PUBLIC_KEY_B64)
     push = v.push_info(body)
     assert captcha_id is not None and answer is not None
-    result = await register(svc, captcha_id, answer, key, push)
-    return web.Response(status=201, body=orjson.dumps(result), content_type="application/json")
+    id_a, result = await register(svc, captcha_id, answer, key, push)
+    response = web.Response(status=201, body=orjson.dumps(result), content_type="application/json")
+    delivered = False
+    try:
+        delivered = await deliver(request, response)
+    finally:
+        if not delivered:
+            in_background(request, forget(svc, id_a), "register undo")
+    return response

@@ -1,7 +1,9 @@
 """``POST /api/v6/report`` (PROTOCOL.md 6 and 7): a diagnosed phone uploads the HELLOs it heard.
 
 The code is reserved, the contacts stored durably for matching under the reservation's report id,
-and only then is the code consumed; if storing fails the code is released for a retry.
+and only once the answer is written is the code consumed; if storing fails or the answer is lost, the
+code is released: the phone's retry of the same report stores nothing twice (same report id) and is
+answered 200, instead of 401 for a code its own lost upload used.
 
 A body with ``"dummy": true`` is a fake upload (README, "Privacy on the wire"): it is read and validated
 like a real one, then answered like one (200, the same length, after a time drawn from real uploads':
@@ -22,11 +24,13 @@ from aiohttp import web
 from robert_server import contacts, kpis
 from robert_server.api import padding
 from robert_server.api import validation as v
+from robert_server.api.delivery import deliver, in_background
 from robert_server.api.dummies import LatencyReservoir
 from robert_server.api.errors import ApiError
 from robert_server.api.metrics import DUMMY_REPORTS
 from robert_server.api.services import SERVICES, Services
 from robert_server.codes import sources
+from robert_server.codes.verifier import Reservation
 
 log = logging.getLogger("robert.api")
 
@@ -40,30 +44,45 @@ def setup(app: web.Application) -> None:
     app[REAL_TIMES] = LatencyReservoir()
 
 
-async def report(svc: Services, code: str, items: Sequence[contacts.Contact], source: str) -> dict[str, Any]:
+async def report(
+    svc: Services, code: str, items: Sequence[contacts.Contact], source: str
+) -> tuple[Reservation, dict[str, Any]]:
+    """Reserve the code and store the contacts: the reservation (to :func:`confirm` once the answer
+    is delivered, else to release) and the answer."""
     reservation = await svc.verifier.reserve(code, source)
     if reservation is None:
         log.info("report refused: invalid code")
         raise ApiError(401, "invalid token")
     try:
         await contacts.store_report(svc.db, reservation.report_id, items, svc.time.clock.utcnow())
+        answer = {
+            "success": True,
+            "message": "Successful operation",
+            "reportValidationToken": svc.tokens.report_validation_token(svc.time.clock.now()),
+        }
     except BaseException:
-        await svc.verifier.release(reservation)
+        await asyncio.shield(svc.verifier.release(reservation))
         raise
+    log.info(
+        "report stored",
+        extra={"contacts": len(items), "hellos": sum(len(c.hellos) for c in items), "kind": reservation.kind},
+    )
+    return reservation, answer
+
+
+async def confirm(svc: Services, reservation: Reservation) -> None:
+    """The answer went out: the code is used now."""
     if not await svc.verifier.confirm(reservation):
         # The reservation lapsed and another upload of the same code took it: that upload stores
         # under the same report id, so these contacts are not stored twice. Still a success.
         log.info("report confirmed by a concurrent upload of the same code")
     await kpis.increment(svc.db, svc.time.clock.utcnow().date(), reports=1)
-    log.info(
-        "report stored",
-        extra={"contacts": len(items), "hellos": sum(len(c.hellos) for c in items), "kind": reservation.kind},
-    )
-    return {
-        "success": True,
-        "message": "Successful operation",
-        "reportValidationToken": svc.tokens.report_validation_token(svc.time.clock.now()),
-    }
+
+
+async def release(svc: Services, reservation: Reservation) -> None:
+    """The answer was lost: free the code for the phone's retry (which stores nothing twice)."""
+    await svc.verifier.release(reservation)
+    log.info("report answer not delivered: code released")
 
 
 async def handle(request: web.Request) -> web.Response:
@@ -83,7 +102,16 @@ async def handle(request: web.Request) -> web.Response:
         return web.Response(body=shape.dumps(DUMMY_ANSWER), content_type="application/json")
     trusted = sources.trusted_networks(tuple(svc.settings.trusted_proxies))
     source = sources.source_of(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
-    result = await report(svc, code, items, source)
+    reservation, result = await report(svc, code, items, source)
     padded = shape.dumps(result)  # constant length (see padding.py)
     request.app[REAL_TIMES].record(size, time.monotonic() - started)
-    return web.Response(body=padded, content_type="application/json")
+    response = web.Response(body=padded, content_type="application/json")
+    delivered = False
+    try:
+        delivered = await deliver(request, response)
+    finally:
+        if not delivered:  # in a task of its own: this one may be cancelled
+            in_background(request, release(svc, reservation), "report release")
+    if delivered:
+        await confirm(svc, reservation)  # if it fails, the reservation lapses (see codes/verifier.py)
+    return response

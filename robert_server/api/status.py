@@ -4,13 +4,19 @@ Polls are gathered in micro-batches (robert_server/api/batching.py): one crypto 
 round trip each way serve every poll of a batch (:func:`status_many`). The batcher is this endpoint's own
 resource: :func:`setup` opens it in the app's ``cleanup_ctx`` (after the services) and closes it before
 them; a handler reaches it with ``request.app[STATUS_BATCHER]``.
+
+A poll whose answer does not reach the phone leaves no trace that would refuse its next poll as too
+soon: a batch skips the polls already past their request deadline, and an accept whose answer is then
+lost (deadline over, connection gone) is undone (:func:`registrations.undo_status`, conditional on that
+accept still being the last one). The phone retries and is answered as if the lost poll never happened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +28,8 @@ from robert_server.api import padding
 from robert_server.api import validation as v
 from robert_server.api.auth import Authenticated, check_drift, crypto_failure
 from robert_server.api.batching import MicroBatcher
-from robert_server.api.errors import ApiError, bad_request
+from robert_server.api.delivery import deliver
+from robert_server.api.errors import DEADLINE, ApiError, bad_request, unavailable
 from robert_server.api.services import SERVICES, Services
 from robert_server.api.validation import AuthFields
 from robert_server.crypto_client import AuthRequest, Bundle, CryptoError, RequestType
@@ -40,6 +47,7 @@ class Poll:
 
     fields: AuthFields
     push_info: dict[str, str] | None
+    deadline: float = float("inf")  # loop time after which nobody waits for the answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,7 @@ class Accepted:
     sealed_tuples: bytes
     reg: dict[str, Any]
     epoch_id: int
+    write: registrations.StatusPoll  # what accepted it (to undo it if the answer is lost)
 
 
 StatusBatcher = MicroBatcher[Poll, Accepted]
@@ -67,9 +76,12 @@ async def _batcher(app: web.Application) -> AsyncIterator[None]:
     async def batch(polls: list[Poll]) -> list[Accepted | ApiError]:
         return await status_many(svc, polls)
 
+    async def lost(poll: Poll, accepted: Accepted) -> None:
+        await undo(svc, accepted)
+
     settings = svc.settings
     batcher = app[STATUS_BATCHER] = StatusBatcher(
-        batch, settings.status_batch_max, settings.status_batch_delay_ms / 1000
+        batch, settings.status_batch_max, settings.status_batch_delay_ms / 1000, lost=lost
     )
     try:
         yield
@@ -77,17 +89,36 @@ async def _batcher(app: web.Application) -> AsyncIterator[None]:
         await batcher.close()  # the polls waiting are answered before the services close
 
 
-async def status(
-    svc: Services, batcher: StatusBatcher, fields: AuthFields, push_info: dict[str, str] | None
-) -> dict[str, Any]:
+async def status(svc: Services, batcher: StatusBatcher, poll: Poll) -> tuple[Accepted, dict[str, Any]]:
     """Authenticate with a bundle, apply the minimum gap between polls, answer the risk (unpadded:
-    :func:`handle` sends it with :func:`padding.status_shape`)."""
-    polled = await batcher.submit(Poll(fields, push_info))
+    :func:`handle` sends it with :func:`padding.status_shape`). The caller delivers the answer, or
+    hands the poll back (``batcher.give_back``) when it cannot."""
+    polled = await batcher.submit(poll)
     at_risk = bool(polled.reg.get("at_risk"))
-    config = await svc.config.get()
-    return answer(
-        svc.time, svc.tokens, config, polled.reg, polled.id_a, polled.sealed_tuples, at_risk, polled.epoch_id
-    )
+    try:
+        config = await svc.config.get()
+        result = answer(
+            svc.time,
+            svc.tokens,
+            config,
+            polled.reg,
+            polled.id_a,
+            polled.sealed_tuples,
+            at_risk,
+            polled.epoch_id,
+        )
+    except BaseException:
+        batcher.give_back(poll, polled)
+        raise
+    return polled, result
+
+
+async def undo(svc: Services, accepted: Accepted) -> None:
+    """The answer of an accepted poll was lost: take the accept back (see registrations.undo_status)."""
+    if await registrations.undo_status(svc.db, accepted.write):
+        log.info("status answer not delivered: poll undone")
+        if accepted.write.notify:
+            await kpis.increment(svc.db, svc.time.clock.utcnow().date(), notifiedUsers=-1)
 
 
 async def status_many(svc: Services, polls: list[Poll]) -> list[Accepted | ApiError]:
@@ -96,13 +127,16 @@ async def status_many(svc: Services, polls: list[Poll]) -> list[Accepted | ApiEr
     and written one by one. One result per poll: what to answer, or the error to answer instead."""
     epoch_id = svc.time.current_epoch()
     out: list[Accepted | ApiError | None] = [None] * len(polls)
+    _skip_late(polls, range(len(polls)), out)
     auths = await _authenticate_many(svc, polls, epoch_id, out)
     writes = await _apply_gap(svc, polls, auths, epoch_id, out)
+    for k in _skip_late(polls, list(writes), out):  # nobody waits for these answers: write nothing
+        del writes[k]
     accepted = await registrations.accept_statuses(svc.db, [w for _, w in writes.values()])
     notified = 0
     for (k, (reg, write)), ok in zip(writes.items(), accepted, strict=True):
         if ok:
-            out[k] = Accepted(write.id_a, auths[k].sealed_tuples, reg, epoch_id)
+            out[k] = Accepted(write.id_a, auths[k].sealed_tuples, reg, epoch_id, write)
             notified += write.notify
         else:  # another poll of this phone was accepted meanwhile
             out[k] = await _too_soon(svc, auths[k], epoch_id)
@@ -113,19 +147,32 @@ async def status_many(svc: Services, polls: list[Poll]) -> list[Accepted | ApiEr
     return done
 
 
+def _skip_late(polls: list[Poll], indexes: Iterable[int], out: list[Accepted | ApiError | None]) -> list[int]:
+    """The polls (of ``indexes``) already past their deadline, marked 503 in ``out``."""
+    now = asyncio.get_running_loop().time()
+    late = [k for k in indexes if polls[k].deadline <= now and out[k] is None]
+    for k in late:
+        out[k] = unavailable()
+    return late
+
+
 async def _authenticate_many(
     svc: Services, polls: list[Poll], epoch_id: int, out: list[Accepted | ApiError | None]
 ) -> dict[int, Authenticated]:
     """The polls that authenticate (by index); the error of each other one goes in ``out``."""
     bundle = Bundle(epoch_id, svc.settings.bundle_days, svc.settings.country_code)
-    fields = [p.fields for p in polls]
+    todo = [k for k in range(len(polls)) if out[k] is None]
+    if not todo:
+        return {}
+    fields = [polls[k].fields for k in todo]
     requests = [AuthRequest(f.ebid, f.epoch_id, f.time, f.mac, RequestType.STATUS, bundle) for f in fields]
     try:
         results = await svc.crypto.authenticate_many(requests)
     except CryptoError as e:
         raise crypto_failure(e) from None  # every poll of the batch
     auths = {}
-    for k, (poll, result) in enumerate(zip(polls, results, strict=True)):
+    for k, result in zip(todo, results, strict=True):
+        poll = polls[k]
         try:
             if isinstance(result, CryptoError):
                 raise crypto_failure(result)
@@ -216,8 +263,16 @@ def answer(
 
 async def handle(request: web.Request) -> web.Response:
     body = await v.read_json(request, v.SMALL_BODY)
-    fields, push_info = v.auth_fields(body), v.push_info(body)
+    poll = Poll(v.auth_fields(body), v.push_info(body), request.get(DEADLINE, float("inf")))
     svc = request.app[SERVICES]
-    result = await status(svc, request.app[STATUS_BATCHER], fields, push_info)
+    batcher = request.app[STATUS_BATCHER]
+    polled, result = await status(svc, batcher, poll)
     padded = padding.status_shape(svc.tokens).dumps(result)  # the same length at risk or not
-    return web.Response(body=padded, content_type="application/json")
+    response = web.Response(body=padded, content_type="application/json")
+    delivered = False
+    try:
+        delivered = await deliver(request, response)
+    finally:
+        if not delivered:
+            batcher.give_back(poll, polled)
+    return response

@@ -35,7 +35,8 @@ async def test_a_bulk_accept_applies_each_compare_and_set(db) -> None:
     assert docs[A]["last_status_epoch"] == 30 and docs[A]["push_info"] == {"token": "t"}
     assert docs[B]["last_status_epoch"] == 20 and "last_drift" not in docs[B]
     assert docs[C]["notified"] is True and docs[C]["last_drift"] == 3
-    assert await registrations.accept_statuses(db, polls[:2]) == [False, False]  # A moved on to 30
+    retry = [StatusPoll(A, None, 30, 1), StatusPoll(B, None, 30, 2)]  # a new attempt: new write ids
+    assert await registrations.accept_statuses(db, retry) == [False, False]  # A moved on to 30
 
 
 async def test_polls_of_one_phone_in_one_batch_pass_one_at_a_time(db) -> None:
@@ -76,3 +77,19 @@ async def test_many_reads_are_chunked(db) -> None:
     docs = await registrations.get_many_for_status(db, ids)
     assert [d and d["_id"] for d in docs] == ids[:50] + [None] * 10
     assert len(await registrations.find_for_risk(db, ids)) == 50
+
+
+async def test_an_undone_accept_restores_the_previous_poll_only_if_still_the_last(db) -> None:
+    await _phones(db)
+    first = StatusPoll(A, None, 30, 0, notify=True)
+    assert await registrations.accept_statuses(db, [first]) == [True]
+    assert await registrations.undo_status(db, first)
+    doc = await registrations.get(db, A)
+    assert doc is not None and doc["last_status_epoch"] is None and doc["notified"] is False
+    assert not await registrations.undo_status(db, first)  # once
+    again, later = StatusPoll(A, None, 31, 0), StatusPoll(A, 31, 33, 0)
+    assert await registrations.accept_statuses(db, [again]) == [True]
+    assert await registrations.accept_statuses(db, [later]) == [True]
+    assert not await registrations.undo_status(db, again)  # a later poll was accepted since: kept
+    doc = await registrations.get(db, A)
+    assert doc is not None and doc["last_status_epoch"] == 33
