@@ -149,6 +149,14 @@ class Settings(BaseSettings):
     api_request_deadline: float = Field(
         5.0, gt=0, description="Seconds a phone API request may take before it is answered 503"
     )
+    api_max_in_progress: int = Field(
+        256,
+        ge=1,
+        description="Phone API requests in progress per process; beyond, 503 with Retry-After at once",
+    )
+    api_retry_after_max: int = Field(
+        10, ge=1, le=3600, description="Largest Retry-After (s) of a refusal; each draws 1..this at random"
+    )
     status_batch_max: int = Field(
         50,
         ge=1,

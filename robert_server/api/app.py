@@ -22,6 +22,7 @@ from robert_common.settings import Settings
 from robert_server import registrations
 from robert_server.api import captcha, delivery, register, report, status, unregister
 from robert_server.api import clock as clock_api
+from robert_server.api.admission import Admission
 from robert_server.api.errors import DB_UNAVAILABLE, make_error_middleware
 from robert_server.api.metrics import metrics_middleware
 from robert_server.api.services import SERVICES, Services
@@ -88,7 +89,11 @@ def create_app(
 ) -> web.Application:
     """The phone API. Unset services are built from the settings when the app starts."""
     app = web.Application(
-        middlewares=[metrics_middleware, make_error_middleware(settings.api_request_deadline)],
+        middlewares=[
+            metrics_middleware,
+            Admission(settings.api_max_in_progress, settings.api_retry_after_max).middleware(),
+            make_error_middleware(settings.api_request_deadline),
+        ],
         client_max_size=settings.report_max_body_bytes + 1024,  # per-endpoint limits in validation.py
     )
     add_routes(app)

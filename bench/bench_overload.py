@@ -1,0 +1,299 @@
+"""``python -m bench overload [--quick]``: /status under 1x, 3x and 10x the measured capacity, and a
+restart storm (issue 10 item 2).
+
+The system runs as deployed, one process per role (``simulator.system.LocalSystem``: the database,
+``robert crypto``, ``robert api``); this process plays the phones (``simulator.phone.Phone`` builds
+the requests) through a small HTTP/1.1 client of its own, cheap enough to offer 10x the capacity.
+
+1. Capacity: ``CONCURRENCY`` polls kept in flight for a while; the 200 answers per second.
+2. For k in 1, 3, 10: polls arrive at k x capacity per second (open loop: new polls keep coming
+   whatever the answers) for ``BURST`` seconds. Printed: goodput (200 answers per second during the
+   burst, and as a share of capacity), the refusals (503 with Retry-After: count, latency p50/p99),
+   other answers (a 503 at the deadline, errors), the latency of the 200 answers, and the recovery
+   time: from the end of the burst until a closed loop at ``CONCURRENCY`` gets 90 % of capacity
+   over half a second again.
+3. Restart storm (a second system, with the default minimum gap between polls): every phone polled
+   once, the API stopped for ``DOWN`` seconds (60; 5 with --quick), started again, then every phone
+   polls at once and retries after each refusal's Retry-After until answered. Printed: time until
+   every phone had its answer, the 200 answers per second, refusals, and the phones refused as
+   "too soon" (locked out: must be 0).
+
+Goals (issue 10): at 3x, goodput >= 90 % of capacity, refusals < 20 ms p99, full throughput back
+within 5 s. Environment: BENCH_PHONES (500; 200 with --quick), BENCH_CONCURRENCY (64),
+BENCH_BURST seconds (10; 4 with --quick), BENCH_STORM_PHONES (1000; 300 with --quick).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from robert_common.clock import Clock
+from simulator.phone import Phone
+from simulator.system import LocalSystem
+
+QUICK = "--quick" in sys.argv
+PHONES = int(os.environ.get("BENCH_PHONES", "200" if QUICK else "500"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
+BURST = float(os.environ.get("BENCH_BURST", "4" if QUICK else "10"))
+STORM_PHONES = int(os.environ.get("BENCH_STORM_PHONES", "300" if QUICK else "1000"))
+DOWN = 5.0 if QUICK else 60.0
+CAPACITY_RUN = 4.0 if QUICK else 8.0
+RECOVERY_WINDOW = 8.0  # closed loop after each burst, to see throughput come back
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    sent: float
+    done: float
+    status: int  # 0: no answer (connection failed)
+    retry_after: int | None
+    message: str = ""
+
+    @property
+    def latency(self) -> float:
+        return self.done - self.sent
+
+
+class RawClient:
+    """HTTP/1.1 POSTs of ready-made JSON bodies over a pool of keep-alive connections (each in use by
+    one request at a time, as a phone's)."""
+
+    def __init__(self, base_url: str) -> None:
+        host, port = base_url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, body: bytes) -> Answer:
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        try:
+            conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            return Answer(sent, loop.time(), 0, None)
+        reader, writer = conn
+        try:
+            writer.write(
+                f"POST /api/v6{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            headers = {
+                k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
+            payload = await reader.readexactly(int(headers.get("content-length", "0")))
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            writer.close()
+            return Answer(sent, loop.time(), 0, None)
+        done = loop.time()
+        if headers.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append(conn)
+        retry = headers.get("retry-after")
+        message = orjson.loads(payload).get("message", "") if status >= 400 and payload else ""
+        return Answer(sent, done, status, int(retry) if retry else None, message)
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle = []
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def register(base_url: str, key: bytes, count: int) -> list[Phone]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as http:
+        phones = [Phone(base_url, key, clock=Clock(), http=http) for _ in range(count)]
+        started = time.perf_counter()
+        for i in range(0, count, 16):
+            results = await asyncio.gather(*(p.register() for p in phones[i : i + 16]))
+            assert all(r.status == 201 for r in results), [r.status for r in results][:5]
+        print(f"registered {count} phones in {time.perf_counter() - started:.1f} s", flush=True)
+    for p in phones:
+        p.http = None
+    return phones
+
+
+class StatusBodies:
+    """A ready /status body per phone, rebuilt every 20 s (the request time must stay within 60 s)."""
+
+    def __init__(self, phones: list[Phone]) -> None:
+        self.phones = phones
+        self.built = 0.0
+        self.bodies: list[bytes] = []
+        self.next = 0
+
+    def take(self) -> bytes:
+        if time.monotonic() - self.built > 20:
+            self.bodies = [orjson.dumps(p.status_body()) for p in self.phones]
+            self.built = time.monotonic()
+        self.next = (self.next + 1) % len(self.bodies)
+        return self.bodies[self.next]
+
+
+async def closed_loop(client: RawClient, bodies: StatusBodies, until: float) -> list[Answer]:
+    loop = asyncio.get_running_loop()
+    out: list[Answer] = []
+
+    async def worker() -> None:
+        while loop.time() < until:
+            out.append(await client.post("/status", bodies.take()))
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return out
+
+
+async def open_loop(client: RawClient, bodies: StatusBodies, rate: float, duration: float) -> list[Answer]:
+    """Polls arriving at ``rate`` per second for ``duration`` seconds, whatever the answers."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks: list[asyncio.Task[Answer]] = []
+    total = int(rate * duration)
+    while len(tasks) < total:
+        due = min(total, int((loop.time() - start) * rate) + 1)
+        while len(tasks) < due:
+            tasks.append(loop.create_task(client.post("/status", bodies.take())))
+        await asyncio.sleep(0.002)
+    return list(await asyncio.gather(*tasks))
+
+
+def recovery_time(answers: list[Answer], since: float, capacity: float) -> float | None:
+    """Seconds from ``since`` to the end of the first half second with >= 90 % of capacity in 200s."""
+    done = sorted(a.done for a in answers if a.status == 200 and a.done >= since)
+    need = 0.9 * capacity * 0.5
+    lo = 0
+    for hi, t in enumerate(done):
+        while done[lo] < t - 0.5:
+            lo += 1
+        if hi - lo + 1 >= need and t - since >= 0.5:
+            return t - since
+    return None
+
+
+async def overload(system: LocalSystem) -> None:
+    phones = await register(system.base_url, system.server_public_key(), PHONES)
+    bodies = StatusBodies(phones)
+    client = RawClient(system.base_url)
+    loop = asyncio.get_running_loop()
+    await closed_loop(client, bodies, loop.time() + 1.0)  # warm-up
+    answers = await closed_loop(client, bodies, loop.time() + CAPACITY_RUN)
+    ok = [a for a in answers if a.status == 200]
+    capacity = len(ok) / CAPACITY_RUN
+    latencies = [a.latency for a in ok]
+    print(
+        f"capacity: {capacity:.0f} polls/s ({CONCURRENCY} in flight; latency p50 "
+        f"{pct(latencies, 0.5) * 1000:.0f} ms, p99 {pct(latencies, 0.99) * 1000:.0f} ms;"
+        f" {len(answers) - len(ok)} not 200)",
+        flush=True,
+    )
+    print(
+        "| load | offered/s | goodput/s | % of capacity | refused | refusal p50 ms | refusal p99 ms "
+        "| 503 at deadline | errors | 200 p50 ms | 200 p99 ms | recovery s | CPU % api/crypto/db |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for k in (1, 3, 10):
+        await asyncio.sleep(2)
+        cpu = system.cpu_seconds()
+        start = loop.time()
+        end = start + BURST
+        arrivals = loop.create_task(open_loop(client, bodies, k * capacity, BURST))
+        await asyncio.sleep(BURST)  # then the burst's stragglers and a closed loop, together
+        after = await closed_loop(client, bodies, end + RECOVERY_WINDOW)
+        burst = await arrivals
+        used = system.cpu_seconds()
+        spent = loop.time() - start
+        shares = "/".join(f"{100 * (used[n] - cpu[n]) / spent:.0f}" for n in ("api", "crypto", "database"))
+        good = [a for a in burst if a.status == 200 and a.done <= end]
+        refused = [a.latency for a in burst if a.status == 503 and a.retry_after is not None]
+        late = sum(1 for a in burst if a.status == 503 and a.retry_after is None)
+        errors = sum(1 for a in burst if a.status not in (200, 503))
+        ok_lat = [a.latency for a in burst if a.status == 200]
+        recovery = recovery_time(burst + after, end, capacity)
+        goodput = len(good) / BURST
+        print(
+            f"| {k}x | {len(burst) / BURST:.0f} | {goodput:.0f} | {100 * goodput / capacity:.0f} % "
+            f"| {len(refused)} | {pct(refused, 0.5) * 1000:.1f} | {pct(refused, 0.99) * 1000:.1f} | {late} "
+            f"| {errors} | {pct(ok_lat, 0.5) * 1000:.0f} | {pct(ok_lat, 0.99) * 1000:.0f} "
+            f"| {'n/a' if recovery is None else f'{recovery:.1f}'} | {shares} |",
+            flush=True,
+        )
+    client.close()
+
+
+async def storm_phone(client: RawClient, phone: Phone, results: dict[str, int]) -> float:
+    """Poll until answered, after each refusal's Retry-After (1 s when the connection fails)."""
+    while True:
+        answer = await client.post("/status", orjson.dumps(phone.status_body()))
+        if answer.status == 200:
+            results["200"] += 1
+            return answer.done
+        if answer.status == 400 and answer.message == "status requested too soon":
+            results["too soon"] += 1
+            return answer.done
+        key = "503 Retry-After" if answer.retry_after is not None else f"other {answer.status}"
+        results[key] = results.get(key, 0) + 1
+        await asyncio.sleep(answer.retry_after or 1)
+
+
+async def restart_storm(system: LocalSystem) -> None:
+    phones = await register(system.base_url, system.server_public_key(), STORM_PHONES)
+    client = RawClient(system.base_url)
+    results = {"200": 0, "too soon": 0}
+    await asyncio.gather(*(storm_phone(client, p, results) for p in phones))  # each polled once
+    client.close()
+    api = system.processes["api"]
+    api.terminate()
+    api.wait()
+    print(f"API stopped for {DOWN:.0f} s; {STORM_PHONES} phones poll at once when it is back", flush=True)
+    await asyncio.sleep(DOWN)
+    system.shift_clock(2 * 15 * 60)  # two epochs later: every phone may poll again
+    system.processes["api"] = system._spawn("api")  # noqa: SLF001 - restart one component
+    await asyncio.to_thread(system._wait_ready, "api")  # noqa: SLF001
+    for p in phones:
+        p.clock = system_clock(system)
+    client = RawClient(system.base_url)
+    results = {"200": 0, "too soon": 0}
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    done = await asyncio.gather(*(storm_phone(client, p, results) for p in phones))
+    total = max(done) - start
+    per_s = [sum(1 for t in done if k <= t - start < k + 1) for k in range(int(total) + 1)]
+    print(
+        f"every phone answered within {total:.1f} s; answers: {results}; 200 answers per second: "
+        f"max {max(per_s)}, mean {len(done) / max(total, 1e-9):.0f}",
+        flush=True,
+    )
+    client.close()
+
+
+def system_clock(system: LocalSystem) -> Clock:
+    """A phone clock that follows the system's clock-shift file."""
+    return Clock(system.clock_shift_file)
+
+
+def main() -> None:
+    env = {"ROBERT_STATUS_MIN_EPOCH_GAP": "0"}
+    with LocalSystem(("crypto", "api"), env=env) as system:
+        asyncio.run(overload(system))
+    print("\nrestart storm")
+    with LocalSystem(("crypto", "api")) as system:
+        asyncio.run(restart_storm(system))
+
+
+if __name__ == "__main__":
+    main()
