@@ -12,7 +12,9 @@ the requests) through a small HTTP/1.1 client of its own, cheap enough to offer 
    other answers (a 503 at the deadline, errors), the latency of the 200 answers, and the recovery
    time: from the end of the burst until a closed loop at ``CONCURRENCY`` gets 90 % of capacity
    over half a second again.
-3. Restart storm (a second system, with the default minimum gap between polls): every phone polled
+3. Large uploads: 8 concurrent 32 MB /report bodies with a code nobody issued; the API's resident
+   memory (with its report parsing workers) before, at its peak and after, and /clock meanwhile.
+4. Restart storm (a second system, with the default minimum gap between polls): every phone polled
    once, the API stopped for ``DOWN`` seconds (60; 5 with --quick), started again, then every phone
    polls at once and retries after each refusal's Retry-After until answered. Printed: time until
    every phone had its answer, the 200 answers per second, refusals, and the phones refused as
@@ -20,7 +22,8 @@ the requests) through a small HTTP/1.1 client of its own, cheap enough to offer 
 
 Goals (issue 10): at 3x, goodput >= 90 % of capacity, refusals < 20 ms p99, full throughput back
 within 5 s. Environment: BENCH_PHONES (500; 200 with --quick), BENCH_CONCURRENCY (64),
-BENCH_BURST seconds (10; 4 with --quick), BENCH_STORM_PHONES (1000; 300 with --quick).
+BENCH_BURST seconds (10; 4 with --quick), BENCH_STORM_PHONES (1000; 300 with --quick), BENCH_PARTS
+(which of overload,uploads,storm to run; all).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -45,6 +49,7 @@ BURST = float(os.environ.get("BENCH_BURST", "4" if QUICK else "10"))
 STORM_PHONES = int(os.environ.get("BENCH_STORM_PHONES", "300" if QUICK else "1000"))
 DOWN = 5.0 if QUICK else 60.0
 CAPACITY_RUN = 4.0 if QUICK else 8.0
+PARTS = set(os.environ.get("BENCH_PARTS", "overload,uploads,storm").split(","))
 RECOVERY_WINDOW = 8.0  # closed loop after each burst, to see throughput come back
 
 
@@ -281,6 +286,72 @@ async def restart_storm(system: LocalSystem) -> None:
     client.close()
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and of its children (the report parsing workers), MiB."""
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+async def large_uploads(system: LocalSystem) -> None:
+    """8 concurrent 32 MB /report bodies (a code nobody issued): API memory and /clock meanwhile."""
+    hello = {
+        "timeCollectedOnDevice": 3_900_000_000,
+        "timeFromHelloMessage": 1,
+        "mac": "AAAAAAA=",
+        "rssiCalibrated": -60,
+    }
+    contact = {"ebid": "AAAAAAAAAAA=", "ecc": "AA==", "ids": [hello] * 250}
+    count = int(32e6 / (len(orjson.dumps(contact)) + 1))
+    body = orjson.dumps({"token": "NO-SUCH-CODE", "contacts": [contact] * count})
+    pid = system.pids()["api"]
+    client = RawClient(system.base_url)
+    loop = asyncio.get_running_loop()
+    before = rss_mib(pid)
+    peak = before
+    clock: list[float] = []
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, rss_mib(pid))
+            await asyncio.sleep(0.05)
+
+    async def tick() -> None:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                started = loop.time()
+                async with http.get(system.base_url + "/api/v6/clock") as r:
+                    await r.read()
+                clock.append(loop.time() - started)
+                await asyncio.sleep(0.05)
+
+    sampler, ticker = loop.create_task(sample()), loop.create_task(tick())
+    started = loop.time()
+    answers = await asyncio.gather(*(RawClient(system.base_url).post("/report", body) for _ in range(8)))
+    spent = loop.time() - started
+    await asyncio.sleep(2)
+    sampler.cancel()
+    ticker.cancel()
+    client.close()
+    statuses = sorted(f"{a.status}{'+Retry-After' if a.retry_after else ''}" for a in answers)
+    print(
+        f"8 concurrent {len(body) / 1e6:.0f} MB /report bodies: answers {statuses} in {spent:.1f} s; "
+        f"API RSS (with its parsing workers) before {before:.0f} MiB, peak {peak:.0f} MiB, "
+        f"after {rss_mib(pid):.0f} MiB; /clock meanwhile: {len(clock)} answers, "
+        f"p50 {pct(clock, 0.5) * 1000:.0f} ms, max {max(clock) * 1000:.0f} ms",
+        flush=True,
+    )
+
+
 def system_clock(system: LocalSystem) -> Clock:
     """A phone clock that follows the system's clock-shift file."""
     return Clock(system.clock_shift_file)
@@ -288,11 +359,17 @@ def system_clock(system: LocalSystem) -> Clock:
 
 def main() -> None:
     env = {"ROBERT_STATUS_MIN_EPOCH_GAP": "0"}
-    with LocalSystem(("crypto", "api"), env=env) as system:
-        asyncio.run(overload(system))
-    print("\nrestart storm")
-    with LocalSystem(("crypto", "api")) as system:
-        asyncio.run(restart_storm(system))
+    if "overload" in PARTS:
+        with LocalSystem(("crypto", "api"), env=env) as system:
+            asyncio.run(overload(system))
+    if "uploads" in PARTS:
+        print("\nlarge uploads (request deadline 60 s: 32 MB bodies take longer than 5 s here)")
+        with LocalSystem(("crypto", "api"), env={"ROBERT_API_REQUEST_DEADLINE": "60"}) as system:
+            asyncio.run(large_uploads(system))
+    if "storm" in PARTS:
+        print("\nrestart storm")
+        with LocalSystem(("crypto", "api")) as system:
+            asyncio.run(restart_storm(system))
 
 
 if __name__ == "__main__":

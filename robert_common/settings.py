@@ -172,6 +172,13 @@ class Settings(BaseSettings):
     report_max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest /report body accepted (bytes; larger: 413)"
     )
+    report_large_uploads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="/report bodies over 64 KiB read and parsed at once per process (in worker processes);"
+        " more: 503 with Retry-After",
+    )
     jwt_issuer: str = Field("robert-server", description="'iss' claim of the JWTs the API signs")
     declaration_token_key_file: Path | None = Field(
         None, description="ES256 private key (PEM) of declarationToken; unset: <data_dir>/jwt/declaration.pem"

@@ -104,12 +104,20 @@ async def store_report(
 
     Idempotent: storing the same report_id again (a retried upload) inserts nothing new.
     """
+    return await store_packed(db, report_id, [pack_contact(c) for c in contacts], received_at)
+
+
+async def store_packed(
+    db: AsyncDatabase, report_id: str, packed: Sequence[dict[str, Any]], received_at: dt.datetime
+) -> int:
+    """:func:`store_report` of contacts already packed (:func:`pack_contact`)."""
+    contacts = packed
     docs = [
         {
             "_id": f"{report_id}:{i // BATCH_SIZE}",
             "report_id": report_id,
             "received_at": received_at,
-            "contacts": [pack_contact(c) for c in contacts[i : i + BATCH_SIZE]],
+            "contacts": list(contacts[i : i + BATCH_SIZE]),
             "lease_until": UNCLAIMED,
             "lease_owner": None,
             "attempts": 0,

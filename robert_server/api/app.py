@@ -20,7 +20,7 @@ from robert_common.clock import Clock, ServiceTime
 from robert_common.mongo import mongo_client
 from robert_common.settings import Settings
 from robert_server import registrations
-from robert_server.api import captcha, delivery, register, report, status, unregister
+from robert_server.api import captcha, delivery, register, report, status, unregister, uploads
 from robert_server.api import clock as clock_api
 from robert_server.api.admission import Admission
 from robert_server.api.errors import DB_UNAVAILABLE, make_error_middleware
@@ -45,6 +45,9 @@ class RefusingVerifier:
         return None
 
     async def confirm(self, reservation: Reservation) -> bool:
+        return False
+
+    async def locked_out(self, source: str) -> bool:
         return False
 
     async def release(self, reservation: Reservation) -> bool:
@@ -132,6 +135,7 @@ def create_app(
 
     app.cleanup_ctx.append(resources)
     delivery.setup(app)  # undo tasks waited for before the services close
+    uploads.setup(app)
     status.setup(app)  # after the services it uses: closed before them
     report.setup(app)
     return app

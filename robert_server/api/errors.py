@@ -33,10 +33,11 @@ DB_UNAVAILABLE = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelect
 class ApiError(Exception):
     """An HTTP error answered to the phone: ``status`` and a short message (no request values)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def bad_request(message: str) -> ApiError:
@@ -68,7 +69,11 @@ def make_error_middleware(deadline: float) -> Middleware:
                 request[DEADLINE] = scope.when() or 0.0
                 return await handler(request)
         except ApiError as e:
-            return error_response(e.status, e.message)
+            response = error_response(e.status, e.message)
+            response.headers.update(e.headers)
+            if not request.content.is_eof():  # answered before its body was read: not read at all
+                response.force_close()
+            return response
         except web.HTTPException as e:  # aiohttp's own: 404 no route, 405 method, 413 too large ...
             if e.status < 400:
                 raise

@@ -1,9 +1,10 @@
 """``POST /api/v6/report`` (PROTOCOL.md 6 and 7): a diagnosed phone uploads the HELLOs it heard.
 
-The code is reserved, the contacts stored durably for matching under the reservation's report id,
-and only once the answer is written is the code consumed; if storing fails or the answer is lost, the
-code is released: the phone's retry of the same report stores nothing twice (same report id) and is
-answered 200, instead of 401 for a code its own lost upload used.
+A locked-out source is refused before its body is read; large bodies are parsed in worker processes
+(robert_server/api/uploads.py). The code is reserved, the contacts stored durably for matching under
+the reservation's report id, and only once the answer is written is the code consumed; if storing
+fails or the answer is lost, the code is released: the phone's retry of the same report stores nothing
+twice (same report id) and is answered 200, instead of 401 for a code its own lost upload used.
 
 A body with ``"dummy": true`` is a fake upload (README, "Privacy on the wire"): it is read and validated
 like a real one, then answered like one (200, the same length, after a time drawn from real uploads':
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -29,12 +29,12 @@ from robert_server.api.dummies import LatencyReservoir
 from robert_server.api.errors import ApiError
 from robert_server.api.metrics import DUMMY_REPORTS
 from robert_server.api.services import SERVICES, Services
+from robert_server.api.uploads import UPLOADS
 from robert_server.codes import sources
 from robert_server.codes.verifier import Reservation
 
 log = logging.getLogger("robert.api")
 
-MAX_TOKEN = 2048  # a JWT code is a few hundred characters
 DUMMY_ANSWER = {"success": True, "message": "Successful operation"}  # padded to a real answer's length
 REAL_TIMES: web.AppKey[LatencyReservoir] = web.AppKey("report_real_times")
 
@@ -44,17 +44,15 @@ def setup(app: web.Application) -> None:
     app[REAL_TIMES] = LatencyReservoir()
 
 
-async def report(
-    svc: Services, code: str, items: Sequence[contacts.Contact], source: str
-) -> tuple[Reservation, dict[str, Any]]:
+async def report(svc: Services, parsed: v.ParsedReport, source: str) -> tuple[Reservation, dict[str, Any]]:
     """Reserve the code and store the contacts: the reservation (to :func:`confirm` once the answer
     is delivered, else to release) and the answer."""
-    reservation = await svc.verifier.reserve(code, source)
+    reservation = await svc.verifier.reserve(parsed.token, source)
     if reservation is None:
         log.info("report refused: invalid code")
         raise ApiError(401, "invalid token")
     try:
-        await contacts.store_report(svc.db, reservation.report_id, items, svc.time.clock.utcnow())
+        await contacts.store_packed(svc.db, reservation.report_id, parsed.packed, svc.time.clock.utcnow())
         answer = {
             "success": True,
             "message": "Successful operation",
@@ -65,7 +63,7 @@ async def report(
         raise
     log.info(
         "report stored",
-        extra={"contacts": len(items), "hellos": sum(len(c.hellos) for c in items), "kind": reservation.kind},
+        extra={"contacts": len(parsed.packed), "hellos": parsed.hellos, "kind": reservation.kind},
     )
     return reservation, answer
 
@@ -88,21 +86,20 @@ async def release(svc: Services, reservation: Reservation) -> None:
 async def handle(request: web.Request) -> web.Response:
     started = time.monotonic()
     svc = request.app[SERVICES]
-    body = await v.read_json(request, svc.settings.report_max_body_bytes)
-    items = v.contacts(body)  # null contacts: 400 before the code is looked at, as deployed
-    code = v.string(body, "token", max_len=MAX_TOKEN)
-    assert code is not None
-    v.padding(body)
+    trusted = sources.trusted_networks(tuple(svc.settings.trusted_proxies))
+    source = sources.source_of(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
+    if await svc.verifier.locked_out(source):  # before reading (up to 32 MiB of) its body
+        log.info("report refused: source locked out")
+        raise ApiError(401, "invalid token")  # as a refused code: no hint of why
+    parsed = await request.app[UPLOADS].parse_report(request, svc.settings.report_max_body_bytes)
     size = request.content_length or 0
     shape = padding.report_shape(svc.tokens)
-    if v.boolean(body, "dummy"):
+    if parsed.dummy:
         DUMMY_REPORTS.inc()
         answer_at = started + request.app[REAL_TIMES].sample(size)
         await asyncio.sleep(max(0.0, answer_at - time.monotonic()))
         return web.Response(body=shape.dumps(DUMMY_ANSWER), content_type="application/json")
-    trusted = sources.trusted_networks(tuple(svc.settings.trusted_proxies))
-    source = sources.source_of(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
-    reservation, result = await report(svc, code, items, source)
+    reservation, result = await report(svc, parsed, source)
     padded = shape.dumps(result)  # constant length (see padding.py)
     request.app[REAL_TIMES].record(size, time.monotonic() - started)
     response = web.Response(body=padded, content_type="application/json")

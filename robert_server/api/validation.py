@@ -14,7 +14,7 @@ import orjson
 from aiohttp import StreamReader, web
 
 from robert_server.api.errors import ApiError, bad_request
-from robert_server.contacts import Contact, Hello
+from robert_server.contacts import Contact, Hello, pack_contact
 
 # Body limits per endpoint (bytes). /report's comes from the settings.
 SMALL_BODY = 8 * 1024  # authenticated requests, captcha creation
@@ -26,12 +26,21 @@ UINT32_MAX = 2**32 - 1
 
 async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
     """The request's JSON object: 415 unless ``application/json``, 413 over ``limit``, 400 if malformed."""
+    check_body_headers(request, limit)
+    return json_object(await read_body(request.content, limit))
+
+
+def check_body_headers(request: web.Request, limit: int) -> None:
+    """415 unless ``application/json``, 413 when the announced length is over ``limit``."""
     if request.content_type != "application/json":
         raise ApiError(415, "content type must be application/json")
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "request body too large")
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = orjson.loads(await _read_body(request.content, limit))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise bad_request("malformed JSON") from None
     if not isinstance(body, dict):
@@ -39,7 +48,8 @@ async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
     return body
 
 
-async def _read_body(content: StreamReader, limit: int) -> bytes:
+async def read_body(content: StreamReader, limit: int) -> bytes:
+    """The raw body, 413 as soon as it is over ``limit``."""
     if content.is_eof():  # the usual small body, already all received: take it without awaiting
         raw = content.read_nowait()
         if len(raw) > limit:
@@ -167,6 +177,30 @@ def _contact(item: Any) -> Contact:
         ecc=b64_bytes(item, "ecc", 1, max_len=4),
         hellos=[_hello(h) for h in ids],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReport:
+    """A valid /report body: the code, and the contacts packed as stored (contacts.pack_contact)."""
+
+    token: str
+    packed: list[dict[str, Any]]
+    hellos: int
+    dummy: bool  # a fake upload (api/report.py)
+
+
+MAX_TOKEN = 2048  # a JWT code is a few hundred characters
+
+
+def parse_report(raw: bytes) -> ParsedReport:
+    """The /report body (400 with the first problem): may run in a worker process (api/uploads.py)."""
+    body = json_object(raw)
+    items = contacts(body)  # null contacts: 400 before the code is looked at, as deployed
+    token = string(body, "token", max_len=MAX_TOKEN)
+    assert token is not None
+    padding(body)
+    dummy = boolean(body, "dummy")
+    return ParsedReport(token, [pack_contact(c) for c in items], sum(len(c.hellos) for c in items), dummy)
 
 
 def contacts(body: dict[str, Any]) -> list[Contact]:

@@ -50,6 +50,8 @@ class CodeVerifier(Protocol):
 
     async def release(self, reservation: Reservation) -> bool: ...
 
+    async def locked_out(self, source: str) -> bool: ...
+
 
 class StoredCodeVerifier:
     """:class:`CodeVerifier` over the ``codes`` collection, with the per-source rate limit."""
@@ -142,6 +144,11 @@ class StoredCodeVerifier:
         if doc["valid_from"] > now:
             return "not_yet_valid"
         return "held"  # reserved by a concurrent upload
+
+    async def locked_out(self, source: str) -> bool:
+        """Whether ``source`` is locked out now (one read, nothing counted): /report asks before it
+        reads a body."""
+        return await self.limiter.is_locked(source_key(self._pepper, source), self._now())
 
     async def confirm(self, reservation: Reservation) -> bool:
         """The contacts are stored: the code is now used (PROTOCOL.md 7: every code is single use)."""
