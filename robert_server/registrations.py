@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
@@ -191,7 +192,7 @@ class StatusPoll:
     push_info: dict[str, Any] | None = None
     notify: bool = False
     # names this accept in the document (last_status_batch): a new StatusPoll for each attempt
-    write_id: bytes = field(default_factory=lambda: os.urandom(8))
+    write_id: bytes = dataclass_field(default_factory=lambda: os.urandom(8))
 
 
 async def accept_statuses(db: AsyncDatabase, polls: Sequence[StatusPoll]) -> list[bool]:
