@@ -12,6 +12,8 @@ Document::
     last_refused_status_epoch int | absent
     last_status_batch      bytes | absent  which accept wrote last_status_epoch (its StatusPoll.write_id)
     last_drift             int       phone time minus server time (s) at the last authenticated request
+    last_unregister_time, last_delete_history_time   int | absent   request time (NTP s) of the last
+                                     accepted /unregister, /deleteExposureHistory (replays refused)
     exposures              {"<epochId>": float}   summed contact scores per exposure epoch
     applied_batches        [str]     ids of contact batches already added (idempotent matching)
     risk_pending           bool      exposures changed since the last risk evaluation
@@ -107,6 +109,18 @@ async def get(db: AsyncDatabase, id_a: bytes) -> dict[str, Any] | None:
 async def delete(db: AsyncDatabase, id_a: bytes) -> bool:
     result = await collection(db).delete_one({"_id": id_a})
     return result.deleted_count == 1
+
+
+async def claim_request_time(db: AsyncDatabase, id_a: bytes, kind: str, ntp_time: int) -> bool:
+    """Accept an authenticated request of ``kind`` (``unregister``, ``delete_history``) made at
+    ``ntp_time`` only if it is later than the last one accepted: the same bytes replayed within the
+    time tolerance are refused (as /status refuses a second poll). One conditional update; False
+    for a replay or an unknown registration."""
+    name = f"last_{kind}_time"
+    result = await collection(db).update_one(
+        {"_id": id_a, name: {"$not": {"$gte": ntp_time}}}, {"$set": {name: ntp_time}}
+    )
+    return result.matched_count == 1
 
 
 async def clear_exposures(db: AsyncDatabase, id_a: bytes) -> bool:

@@ -23,7 +23,7 @@ from robert_server import registrations
 from robert_server.api import captcha, delivery, register, report, status, unregister, uploads
 from robert_server.api import clock as clock_api
 from robert_server.api.admission import Admission
-from robert_server.api.errors import DB_UNAVAILABLE, make_error_middleware
+from robert_server.api.errors import DB_UNAVAILABLE, make_error_middleware, server_header
 from robert_server.api.metrics import metrics_middleware
 from robert_server.api.services import SERVICES, Services
 from robert_server.captcha import make_captcha
@@ -99,6 +99,7 @@ def create_app(
         ],
         client_max_size=settings.report_max_body_bytes + 1024,  # per-endpoint limits in validation.py
     )
+    app.on_response_prepare.append(server_header)
     add_routes(app)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -40,10 +40,11 @@ def register(sub: Any) -> None:  # sub: argparse._SubParsersAction
 async def serve(settings: Any, clock: Clock) -> None:
     from robert_server.api.app import create_app
     from robert_server.api.internal import create_internal_app
+    from robert_server.api.runner import ApiRunner
 
     api = create_app(settings, clock=clock)
     internal = create_internal_app(api)
-    runners = [web.AppRunner(api, access_log=None), web.AppRunner(internal, access_log=None)]
+    runners = [ApiRunner(api, access_log=None), ApiRunner(internal, access_log=None)]
     for r in runners:
         await r.setup()
     await web.TCPSite(runners[0], settings.http_host, settings.http_port).start()

@@ -48,6 +48,14 @@ def unavailable(message: str = "service temporarily unavailable") -> ApiError:
     return ApiError(503, message)
 
 
+SERVER = "robert"  # the Server header of every answer: no software names or versions
+
+
+async def server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: replace aiohttp's ``Server: Python/x aiohttp/y``."""
+    response.headers["Server"] = SERVER
+
+
 def error_response(status: int, message: str) -> web.Response:
     return web.Response(
         status=status, body=orjson.dumps({"message": message}), content_type="application/json"
@@ -77,8 +85,16 @@ def make_error_middleware(deadline: float) -> Middleware:
         except web.HTTPException as e:  # aiohttp's own: 404 no route, 405 method, 413 too large ...
             if e.status < 400:
                 raise
-            return error_response(e.status, e.reason)
+            response = error_response(e.status, e.reason)
+            if "Allow" in e.headers:  # 405: the methods the resource has
+                response.headers["Allow"] = e.headers["Allow"]
+            return response
         except TimeoutError:
+            if not request.content.is_eof():  # the client did not send its body in time: its fault
+                log.info("request body not received in time", extra={"path": request.path})
+                response = error_response(408, "request body not received in time")
+                response.force_close()
+                return response
             log.warning("request over its deadline", extra={"path": request.path})
             return error_response(503, "service temporarily unavailable")
         except DB_UNAVAILABLE as e:

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from robert_server import kpis
-from robert_server.api.errors import error_response
+from robert_server.api.errors import error_response, server_header
 from robert_server.api.services import SERVICES, Services
 
 log = logging.getLogger("robert.api")
@@ -91,6 +91,7 @@ async def kpi_report(request: web.Request) -> web.Response:
 def create_internal_app(api_app: web.Application) -> web.Application:
     """The internal app of one API process; it uses ``api_app``'s services once that app has started."""
     app = web.Application()
+    app.on_response_prepare.append(server_header)
     app[API_APP] = api_app
     app.router.add_get("/health", ready)
     app.router.add_get("/health/ready", ready)

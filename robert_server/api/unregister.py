@@ -10,7 +10,7 @@ from aiohttp import web
 from robert_server import registrations
 from robert_server.api import validation as v
 from robert_server.api.auth import authenticate, crypto_failure
-from robert_server.api.errors import ApiError
+from robert_server.api.errors import ApiError, bad_request
 from robert_server.api.services import SERVICES, Services
 from robert_server.api.validation import AuthFields
 from robert_server.crypto_client import CryptoError, RequestType
@@ -24,8 +24,7 @@ SUCCESS = orjson.dumps({"success": True})
 async def unregister(svc: Services, fields: AuthFields) -> None:
     """Only once authenticated: forget the phone's keys, then its registration (and push info)."""
     auth = await authenticate(svc, fields, RequestType.UNREGISTER)
-    if await registrations.get(svc.db, auth.id_a) is None:
-        raise ApiError(404, "unknown registration")
+    await _claim(svc, auth.id_a, "unregister", fields)
     try:
         await svc.crypto.delete_identity(auth.id_a)
     except CryptoError as e:
@@ -36,9 +35,19 @@ async def unregister(svc: Services, fields: AuthFields) -> None:
 async def delete_exposure_history(svc: Services, fields: AuthFields) -> None:
     """Empty the registration's exposures (PROTOCOL.md 6)."""
     auth = await authenticate(svc, fields, RequestType.DELETE_EXPOSURE_HISTORY)
+    await _claim(svc, auth.id_a, "delete_history", fields)
     if not await registrations.clear_exposures(svc.db, auth.id_a):
         raise ApiError(404, "unknown registration")
     await registrations.record_drift(svc.db, auth.id_a, auth.drift)
+
+
+async def _claim(svc: Services, id_a: bytes, kind: str, fields: AuthFields) -> None:
+    """404 for an unknown registration, 400 for a request time already used (a replay)."""
+    if not await registrations.claim_request_time(svc.db, id_a, kind, fields.ntp_time):
+        if await registrations.get(svc.db, id_a) is None:
+            raise ApiError(404, "unknown registration")
+        log.info("request time already used", extra={"kind": kind})
+        raise bad_request("request time already used")
 
 
 async def handle_unregister(request: web.Request) -> web.Response:
