@@ -150,7 +150,7 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds a phone API request may take before it is answered 503"
     )
     api_max_in_progress: int = Field(
-        256,
+        64,
         ge=1,
         description="Phone API requests in progress per process; beyond, 503 with Retry-After at once",
     )
