@@ -90,7 +90,16 @@ class Settings(BaseSettings):
     # --- crypto service (crypto_backend) -------------------------------------------------------
     crypto_listen: str = Field("127.0.0.1:50051", description="host:port the crypto gRPC service binds")
     crypto_address: str = Field(
-        "127.0.0.1:50051", description="host:port clients reach the crypto service at"
+        "127.0.0.1:50051",
+        description="host:port clients reach the crypto service at; several IP:port, comma-separated: "
+        "calls are spread over them (round robin)",
+    )
+    crypto_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Crypto service processes robert up starts, on consecutive ports from "
+        "ROBERT_CRYPTO_LISTEN's (the clients get them all as ROBERT_CRYPTO_ADDRESS)",
     )
     crypto_timeout: float = Field(
         2.0, gt=0, description="Deadline in seconds of a call to the crypto service"
@@ -134,6 +143,13 @@ class Settings(BaseSettings):
     # --- phone API (robert_server.api) ---------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Address the phone API listens on")
     http_port: int = Field(8080, ge=0, le=65535, description="Port of the phone API (/api/v6)")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Phone API processes sharing ROBERT_HTTP_PORT (SO_REUSEPORT; more than 1: each process's "
+        "internal app on ROBERT_METRICS_PORT + its index)",
+    )
     metrics_host: str = Field("127.0.0.1", description="Address of the internal app (health, metrics, KPIs)")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the internal app")
     bundle_days: int = Field(4, ge=1, le=10, description="Days of tuples in each bundle (PROTOCOL.md 3)")

@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -280,17 +281,40 @@ async def _answer(call: Awaitable[_R | None]) -> _R:
     return response
 
 
+def channel_target(address: str) -> tuple[str, list[tuple[str, str | int]]]:
+    """The gRPC target of ``address`` and the channel options it needs. One ``host:port``: as it is.
+    Several, comma-separated (several crypto processes, ROBERT_CRYPTO_PROCESSES): IP literals only
+    (``127.0.0.1:50051,127.0.0.1:50052``, or ``[::1]:50051,...``), one subchannel each and calls spread
+    over them in turn (client-side round robin); ValueError otherwise."""
+    parts = [a.strip() for a in address.split(",")]
+    if len(parts) == 1:
+        return address, []
+    if not all(parts):
+        raise ValueError(f"empty address in the crypto address list {address!r}")
+    try:
+        hosts = [ipaddress.ip_address(p.rsplit(":", 1)[0].strip("[]")) for p in parts]
+        ports = [int(p.rsplit(":", 1)[1]) for p in parts if ":" in p]
+    except ValueError:
+        raise ValueError(f"a crypto address list takes IP:port only: {address!r}") from None
+    if len(ports) != len(parts) or len({h.version for h in hosts}) != 1:
+        raise ValueError(f"a crypto address list takes IP:port, all IPv4 or all IPv6: {address!r}")
+    return f"ipv{hosts[0].version}:{','.join(parts)}", [("grpc.lb_policy_name", "round_robin")]
+
+
 class CryptoClient:
-    """Async client of the crypto service: one channel shared by every call. Close it, or ``async with``."""
+    """Async client of the crypto service: one channel shared by every call. Close it, or ``async with``.
+    ``address``: one ``host:port``, or several IP:port comma-separated (see :func:`channel_target`)."""
 
     def __init__(self, address: str, timeout: float = 2.0) -> None:
         self.address = address
         self.timeout = timeout
+        target, options = channel_target(address)
         self._channel = grpc.aio.insecure_channel(
-            address,
+            target,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                *options,
             ],
         )
         self._stub = _Stub.of(self._channel)

@@ -2,10 +2,12 @@
 
 Starts, in order: the embedded database (only when ROBERT_MONGODB_URI is unset), a development key
 store (only if none exists; with ROBERT_KEYSTORE=pkcs11, the keys in the token if it holds none),
-then one process of each component: ``robert crypto``, ``robert codes serve``, ``robert api`` and
-``robert matcher``, and with partner countries configured ``robert federation serve`` and ``robert
-federation forward``. Every child gets the same settings through the environment. Ctrl-C (or SIGTERM)
-stops the children, then the database.
+then the components: ``robert crypto`` (ROBERT_CRYPTO_PROCESSES of them, on consecutive ports from
+ROBERT_CRYPTO_LISTEN's; the API and the matcher spread their calls over them), ``robert codes serve``,
+``robert api`` (ROBERT_API_PROCESSES of them sharing the phone port; process i has its internal app on
+ROBERT_METRICS_PORT + i), ``robert matcher``, and with partner countries configured ``robert federation
+serve`` and ``robert federation forward``. Every child gets the same settings through the environment,
+but for those per-process ports. Ctrl-C (or SIGTERM) stops the children, then the database.
 
 Supervision: a component that exits is started again after a back-off (0.5 s, doubling up to
 ``up_restart_backoff_max``), and the log says so; the embedded database is watched the same way and
@@ -56,6 +58,44 @@ def register(sub: Any) -> None:
         help="do not start this component (repeatable)",
     )  # fmt: skip
     p.set_defaults(func=run)
+
+
+def _with_port(address: str, offset: int) -> str:
+    host, port = address.rsplit(":", 1)
+    return f"{host}:{int(port) + offset}"
+
+
+def instances(settings: Settings, name: str) -> list[tuple[str, dict[str, str]]]:
+    """The processes of component ``name``: a name for each (``api``, ``api.2``...) and the settings it
+    gets on top of the common environment."""
+    if name == "crypto" and settings.crypto_processes > 1:
+        listens = [_with_port(settings.crypto_listen, i) for i in range(settings.crypto_processes)]
+        metrics = settings.crypto_metrics_port
+        return [
+            (
+                "crypto" if i == 0 else f"crypto.{i + 1}",
+                {"ROBERT_CRYPTO_LISTEN": listen}
+                | ({} if metrics is None else {"ROBERT_CRYPTO_METRICS_PORT": str(metrics + i)}),
+            )
+            for i, listen in enumerate(listens)
+        ]
+    if name == "api" and settings.api_processes > 1:
+        return [
+            ("api" if i == 0 else f"api.{i + 1}", {"ROBERT_METRICS_PORT": str(settings.metrics_port + i)})
+            for i in range(settings.api_processes)
+        ]
+    return [(name, {})]
+
+
+def crypto_addresses(settings: Settings) -> str:
+    """ROBERT_CRYPTO_ADDRESS for the clients: every crypto process when there are several (reached on the
+    loopback when they listen on every interface), else the address as configured."""
+    if settings.crypto_processes == 1:
+        return settings.crypto_address
+    host = settings.crypto_listen.rsplit(":", 1)[0]
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    port = int(settings.crypto_listen.rsplit(":", 1)[1])
+    return ",".join(f"{host}:{port + i}" for i in range(settings.crypto_processes))
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -160,11 +200,15 @@ def run(args: argparse.Namespace) -> int:
         from robert_server.portal.up import prepare_portal
 
         skipped = prepare_portal(settings, env, args.without)
-        for name, cmd in COMPONENTS:
-            if name in FEDERATION_COMPONENTS and not settings.federation_partners:
+        env["ROBERT_CRYPTO_ADDRESS"] = crypto_addresses(settings)
+        commands: dict[str, tuple[list[str], dict[str, str]]] = {}  # process -> command, its own settings
+        for component, cmd in COMPONENTS:
+            if component in FEDERATION_COMPONENTS and not settings.federation_partners:
                 continue
-            if name not in args.without and name not in skipped:
-                children[name] = _spawn(name, cmd, env)
+            if component not in args.without and component not in skipped:
+                for name, own in instances(settings, component):
+                    commands[name] = (cmd, own)
+                    children[name] = _spawn(name, cmd, env | own)
         log.info(
             "system up",
             extra={"api": f"http://{settings.http_host}:{settings.http_port}/api/v6",
@@ -173,7 +217,6 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         restarts = Restarts(settings)
         due: dict[str, float] = {}  # component (or "database") -> when to start it again
-        commands = dict(COMPONENTS)
         while not stopping:
             now = time.monotonic()
             exited = [(n, p.returncode) for n, p in children.items() if n not in due and p.poll() is not None]
@@ -206,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
                         database.proc = None
                         return 1
                 else:
-                    children[name] = _spawn(name, commands[name], env)
+                    cmd, own = commands[name]
+                    children[name] = _spawn(name, cmd, env | own)
                 log.warning("component restarted", extra={"component": name})
             time.sleep(0.2)
         return 0

@@ -13,7 +13,11 @@ What it starts, in order, all on 127.0.0.1 with free ports and the data in a tem
 - a key store (``robert keys init``, with a random passphrase; auto-rotation on, so shifting the clock
   forward works), only when the crypto service is wanted;
 - the chosen components among ``crypto``, ``codes``, ``api``, ``matcher`` (``COMPONENTS``), each as
-  ``python -m robert_server.cli ...``, and waits until each answers.
+  ``python -m robert_server.cli ...``, and waits until each answers. ``processes={"api": 2, "crypto": 2}``
+  starts several of a component, as ``robert up`` does with ROBERT_API_PROCESSES and
+  ROBERT_CRYPTO_PROCESSES: the API processes share the phone port (each its own internal app port), the
+  crypto processes each have their own port and the clients spread their calls over them. Processes are
+  named ``api``, ``api.2``... (:meth:`pids`, :meth:`cpu_seconds`, :meth:`log`).
 
 Every process gets the same ``ROBERT_*`` environment (``env``): the caller's overrides on top of these
 defaults, captcha off, a clock-shift file (``shift_clock()``). ``stop()`` ends the components, then the
@@ -47,7 +51,18 @@ COMPONENTS: dict[str, list[str]] = {
     "matcher": ["matcher"],
 }
 ALL = tuple(COMPONENTS)
+SCALABLE = ("api", "crypto")  # the components of which several processes may run
 _TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _accepts(address: str) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 class LaunchError(RuntimeError):
@@ -67,6 +82,7 @@ class LocalSystem:
     ``components``: which of ``COMPONENTS`` to run. ``env``: ``ROBERT_*`` overrides for every process.
     ``python_options``: interpreter options per component (e.g. ``{"api": ["-m", "cProfile", "-o", f]}``).
     ``past_key_days``: day keys from that many days before today (for contacts built in the past).
+    ``processes``: how many processes of a component of ``SCALABLE`` (default 1 each).
     """
 
     def __init__(
@@ -77,11 +93,15 @@ class LocalSystem:
         python_options: dict[str, list[str]] | None = None,
         past_key_days: int = 0,
         ready_timeout: float = 90.0,
+        processes: dict[str, int] | None = None,
     ) -> None:
         self.components = tuple(components)
         unknown = set(self.components) - set(COMPONENTS)
         if unknown:
             raise ValueError(f"unknown components: {sorted(unknown)} (known: {', '.join(COMPONENTS)})")
+        self.counts = {name: 1 for name in self.components} | dict(processes or {})
+        if any(n < 1 or (n > 1 and name not in SCALABLE) for name, n in self.counts.items()):
+            raise ValueError(f"process counts: at least 1, more only for {', '.join(SCALABLE)}")
         self.overrides = dict(env or {})
         self.python_options = python_options or {}
         self.past_key_days = past_key_days
@@ -93,8 +113,10 @@ class LocalSystem:
         self._logs: list[IO[bytes]] = []
         self._databases: list[str] = []
         self.http_port = free_port()
-        self.metrics_port = free_port()
-        self.crypto_address = f"127.0.0.1:{free_port()}"
+        self.metrics_ports = [free_port() for _ in range(self.counts.get("api", 1))]
+        self.metrics_port = self.metrics_ports[0]
+        self.crypto_addresses = [f"127.0.0.1:{free_port()}" for _ in range(self.counts.get("crypto", 1))]
+        self.crypto_address = self.crypto_addresses[0]
         self.codes_address = f"127.0.0.1:{free_port()}"
 
     # --- what callers use ------------------------------------------------------------------------
@@ -200,17 +222,28 @@ class LocalSystem:
             "ROBERT_METRICS_HOST": "127.0.0.1",
             "ROBERT_METRICS_PORT": str(self.metrics_port),
             "ROBERT_CRYPTO_LISTEN": self.crypto_address,
-            "ROBERT_CRYPTO_ADDRESS": self.crypto_address,
+            "ROBERT_CRYPTO_ADDRESS": ",".join(self.crypto_addresses),
+            "ROBERT_API_PROCESSES": str(len(self.metrics_ports)),
             "ROBERT_CODES_LISTEN": self.codes_address,
             "ROBERT_CODES_ADDRESS": self.codes_address,
             **self.overrides,
         }
         if "crypto" in self.components:
             self._make_keystore()
-        for name in ALL:  # dependencies first: crypto, codes, api, matcher
-            if name in self.components:
-                self.processes[name] = self._spawn(name)
-                self._wait_ready(name)
+        for kind in ALL:  # dependencies first: crypto, codes, api, matcher
+            if kind in self.components:
+                for i in range(self.counts[kind]):
+                    name = kind if i == 0 else f"{kind}.{i + 1}"
+                    self.processes[name] = self._spawn(name, self._own_env(kind, i))
+                    self._wait_ready(name)
+
+    def _own_env(self, kind: str, i: int) -> dict[str, str]:
+        """The settings of the i-th process of ``kind`` on top of the common ones: its own ports."""
+        if kind == "crypto":
+            return {"ROBERT_CRYPTO_LISTEN": self.crypto_addresses[i]}
+        if kind == "api":
+            return {"ROBERT_METRICS_PORT": str(self.metrics_ports[i])}
+        return {}
 
     def _make_keystore(self) -> None:
         if self.past_key_days:  # keys from N days ago: initialise "then", then rotate up to today
@@ -221,17 +254,18 @@ class LocalSystem:
         else:
             self.robert("keys", "init")
 
-    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, own_env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 - closed by stop()
         self._logs.append(log)
+        kind = name.split(".")[0]
         cmd = [
             sys.executable,
-            *self.python_options.get(name, []),
+            *self.python_options.get(kind, []),
             "-m",
             "robert_server.cli",
-            *COMPONENTS[name],
+            *COMPONENTS[kind],
         ]
-        return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+        return subprocess.Popen(cmd, env=self.env | own_env, stdout=log, stderr=log)
 
     def _wait_ready(self, name: str) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -248,21 +282,20 @@ class LocalSystem:
             time.sleep(0.1)
 
     def _answers(self, name: str) -> bool:
+        kind, _, index = name.partition(".")
+        i = int(index or 1) - 1
+        if kind == "api" and i > 0:  # the phone port is shared: this process is up when its internal app is
+            return _accepts(f"127.0.0.1:{self.metrics_ports[i]}")
         if name == "api":
             try:
                 with urllib.request.urlopen(self.base_url + "/api/v6/clock", timeout=2) as r:  # noqa: S310
                     return bool(r.status == 200)
             except OSError:
                 return False
-        address = {"crypto": self.crypto_address, "codes": self.codes_address}.get(name)
+        address = {"crypto": self.crypto_addresses[i], "codes": self.codes_address}.get(kind)
         if address is None:  # the matcher serves nothing: running is ready
             return True
-        host, port = address.rsplit(":", 1)
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                return True
-        except OSError:
-            return False
+        return _accepts(address)
 
     def stop(self) -> None:
         """Stop the components (SIGTERM, then SIGKILL after 15 s), then the database; remove the folder."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from robert_common.mongo import free_port
 from simulator.backend import fetch_server_key
@@ -90,3 +92,92 @@ async def test_robert_up_serves_a_phone_and_stops_cleanly(tmp_path: Path) -> Non
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert not uri_file.exists()  # the embedded database is gone with it
     assert b"Traceback" not in stderr
+
+
+def _free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (robert up gives process i the port base + i)."""
+    for _ in range(100):
+        base = free_port()
+        try:
+            for i in range(1, count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + i))
+        except OSError:
+            continue
+        return base
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+def _counter(metrics_text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of counter ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+async def test_robert_up_spreads_polls_over_two_api_and_two_crypto_processes(tmp_path: Path) -> None:
+    http_port, metrics, crypto, crypto_metrics = free_port(), _free_ports(2), _free_ports(2), _free_ports(2)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ROBERT_")},
+        "ROBERT_DATA_DIR": str(tmp_path / "data"),
+        "ROBERT_HTTP_PORT": str(http_port),
+        "ROBERT_METRICS_PORT": str(metrics),
+        "ROBERT_CRYPTO_LISTEN": f"127.0.0.1:{crypto}",
+        "ROBERT_CRYPTO_METRICS_PORT": str(crypto_metrics),
+        "ROBERT_CODES_LISTEN": f"127.0.0.1:{free_port()}",
+        "ROBERT_CAPTCHA": "off",
+        "ROBERT_STATUS_MIN_EPOCH_GAP": "0",
+        "ROBERT_API_PROCESSES": "2",
+        "ROBERT_CRYPTO_PROCESSES": "2",
+    }
+    env["ROBERT_CODES_ADDRESS"] = env["ROBERT_CODES_LISTEN"]
+    log_path = tmp_path / "up.log"
+    log_file = log_path.open("wb")
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for over HTTP
+        [sys.executable, "-m", "robert_server.cli", "up"], env=env, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=log_file,
+    )  # fmt: skip
+    phones, polls = 16, 2
+    try:
+        for i in range(2):
+            await _wait_healthy(f"http://127.0.0.1:{metrics + i}/health", proc)
+        key = await fetch_server_key(f"127.0.0.1:{crypto + 1}")
+        # A new connection per request: the kernel picks the API process of each connection.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for _ in range(phones):
+                phone = Phone(f"http://127.0.0.1:{http_port}", key, http=http)
+                assert (r := await phone.register()).status == 201, r.body
+                for _ in range(polls):
+                    assert (r := await phone.status()).status == 200, r.body
+            api_metrics = [
+                await (await http.get(f"http://127.0.0.1:{metrics + i}/metrics")).text() for i in range(2)
+            ]
+            crypto_metrics_text = [
+                await (await http.get(f"http://127.0.0.1:{crypto_metrics + i}/metrics")).text()
+                for i in range(2)
+            ]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        finally:
+            log_file.close()
+    served = [_counter(m, "robert_api_requests_total", endpoint="status", status="200") for m in api_metrics]
+    assert sum(served) == phones * polls
+    assert all(n > 0 for n in served), served  # both API processes took connections
+    calls = [
+        _counter(m, "robert_crypto_rpc_total", method="AuthenticateRequests") for m in crypto_metrics_text
+    ]
+    registrations = [
+        _counter(m, "robert_crypto_rpc_total", method="CreateRegistration") for m in crypto_metrics_text
+    ]
+    assert sum(registrations) == phones
+    assert all(n > 0 for n in calls), calls  # both crypto processes authenticated polls
+    assert all(n > 0 for n in registrations), registrations
+    assert proc.returncode == 0, log_path.read_text()[-2000:]

@@ -47,7 +47,10 @@ async def serve(settings: Any, clock: Clock) -> None:
     runners = [ApiRunner(api, access_log=None), ApiRunner(internal, access_log=None)]
     for r in runners:
         await r.setup()
-    await web.TCPSite(runners[0], settings.http_host, settings.http_port).start()
+    # Several API processes (ROBERT_API_PROCESSES) share the phone port: the kernel spreads connections
+    # over them. One process alone binds it exclusively, so that a stray second one fails loudly.
+    reuse_port = settings.api_processes > 1
+    await web.TCPSite(runners[0], settings.http_host, settings.http_port, reuse_port=reuse_port).start()
     await web.TCPSite(runners[1], settings.metrics_host, settings.metrics_port).start()
     log.info(
         "phone API listening",

@@ -29,6 +29,7 @@ from robert_server.crypto_client import (
     CryptoClient,
     CryptoError,
     RequestType,
+    channel_target,
 )
 from simulator.phone import Phone
 from tests.fixtures.crypto import CryptoService
@@ -270,3 +271,39 @@ async def test_the_client_works_under_python_optimize(
         "after_delete": "UNKNOWN_IDENTITY",
         "odd": MALFORMED_ANSWER,
     }
+
+
+async def test_a_list_of_addresses_spreads_calls_over_every_service() -> None:
+    services = [OddCryptoService(), OddCryptoService()]
+    for i, service in enumerate(services):
+        service.answers["GetRegistrationPublicKey"] = pb.GetRegistrationPublicKeyResponse(
+            public_key=f"service {i}".encode()
+        ).SerializeToString()
+        await service.server.start()
+    try:
+        async with CryptoClient(",".join(s.address for s in services), 5.0) as client:
+            seen = [await client.registration_public_key() for _ in range(40)]
+    finally:
+        for service in services:
+            await service.server.stop(None)
+    # round robin: once both are connected, calls alternate (the first ones may all go to the first up)
+    assert set(seen) == {b"service 0", b"service 1"}
+    assert seen[-2] != seen[-1]
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["localhost:50051,localhost:50052", "127.0.0.1:50051,,127.0.0.1:50052", "127.0.0.1:50051,[::1]:50052",
+     "127.0.0.1,127.0.0.1:50052", "127.0.0.1:x,127.0.0.1:50052"],
+)  # fmt: skip
+def test_a_list_of_addresses_takes_ip_and_port_of_one_version_only(address: str) -> None:
+    with pytest.raises(ValueError, match="crypto address list"):
+        channel_target(address)
+
+
+def test_one_address_is_the_target_as_it_is_and_a_list_is_balanced() -> None:
+    assert channel_target("crypto.internal:50051") == ("crypto.internal:50051", [])
+    target, options = channel_target("127.0.0.1:1,127.0.0.1:2")
+    assert target == "ipv4:127.0.0.1:1,127.0.0.1:2"
+    assert ("grpc.lb_policy_name", "round_robin") in options
+    assert channel_target("[::1]:1,[::1]:2")[0] == "ipv6:[::1]:1,[::1]:2"
