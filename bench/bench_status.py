@@ -9,10 +9,15 @@ status call across the API and crypto processes. The database process's CPU is p
 information (SecantusDB is pure Python and is not what production runs).
 
 Environment: BENCH_PHONES (default 200), BENCH_DURATION seconds (10), BENCH_CONCURRENCY (32).
+Options: ``--api-processes N`` and ``--crypto-processes N`` (default 1 each) start N processes of each, as
+``robert up`` does with ROBERT_API_PROCESSES / ROBERT_CRYPTO_PROCESSES; the CPU is then summed per kind
+(and printed per process). The client keeps one connection per poll in flight, so the kernel spreads them
+over the API processes.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -64,25 +69,37 @@ async def drive(system: LocalSystem) -> None:
         elapsed = time.perf_counter() - t0
         after = system.cpu_seconds()
 
-    cpu_ms = {name: 1000 * (after[name] - before[name]) / max(count, 1) for name in after}
+    per_process = {name: 1000 * (after[name] - before[name]) / max(count, 1) for name in after}
+    cpu_ms: dict[str, float] = {}
+    for name, ms in per_process.items():
+        kind = name.split(".")[0]
+        cpu_ms[kind] = cpu_ms.get(kind, 0.0) + ms
     print(f"status calls: {count} in {elapsed:.1f} s, {errors} errors, concurrency {CONCURRENCY}")
     print(f"status calls per second: {count / elapsed:.0f}")
     print(f"CPU ms per status call: api {cpu_ms['api']:.2f}, crypto {cpu_ms['crypto']:.2f}, "
           f"api+crypto {cpu_ms['api'] + cpu_ms['crypto']:.2f} (goal <= 1.00)")  # fmt: skip
+    if len(per_process) > len(cpu_ms):
+        print("  per process: " + ", ".join(f"{n} {ms:.2f}" for n, ms in sorted(per_process.items())))
     if "database" in cpu_ms:
         print(f"  (database process, for information: {cpu_ms['database']:.2f} ms per call)")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench status")
+    parser.add_argument("--api-processes", type=int, default=1, help="API processes sharing the port")
+    parser.add_argument("--crypto-processes", type=int, default=1, help="crypto service processes")
+    args, _ = parser.parse_known_args()  # the other arguments name the benchmarks (bench/__main__.py)
+    counts = {"api": args.api_processes, "crypto": args.crypto_processes}
+    print(f"processes: {counts['api']} API, {counts['crypto']} crypto")
     # BENCH_PROFILE_API=<file>: write a cProfile of the API process there (wall-clock timer).
     profile = os.environ.get("BENCH_PROFILE_API", "")
     options = {"api": ["-m", "cProfile", "-o", profile]} if profile else {}
     env = {"ROBERT_STATUS_MIN_EPOCH_GAP": "0"}
-    with LocalSystem(("crypto", "api"), env=env, python_options=options) as system:
+    with LocalSystem(("crypto", "api"), env=env, python_options=options, processes=counts) as system:
         try:
             asyncio.run(drive(system))
         except Exception:
-            for name in ("api", "crypto"):
+            for name in system.processes:
                 print(f"--- {name}.log ---\n" + system.log(name), file=sys.stderr)
             raise
 
