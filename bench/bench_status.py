@@ -13,6 +13,10 @@ Options: ``--api-processes N`` and ``--crypto-processes N`` (default 1 each) sta
 ``robert up`` does with ROBERT_API_PROCESSES / ROBERT_CRYPTO_PROCESSES; the CPU is then summed per kind
 (and printed per process). The client keeps one connection per poll in flight, so the kernel spreads them
 over the API processes.
+
+``--floor``: instead, the same load against an aiohttp server that does nothing but read the request and
+answer a fixed body of a /status answer's size: the HTTP layer's own CPU per call, the part of the API's
+that no change to ROBERT's code removes.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
+import subprocess
 import sys
 import time
 
 import aiohttp
 
 from robert_common.clock import Clock
+from robert_common.mongo import free_port
 from simulator.phone import Phone
-from simulator.system import LocalSystem
+from simulator.system import LocalSystem, cpu_seconds
 
 PHONES = int(os.environ.get("BENCH_PHONES", "200"))
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
@@ -84,11 +91,68 @@ async def drive(system: LocalSystem) -> None:
         print(f"  (database process, for information: {cpu_ms['database']:.2f} ms per call)")
 
 
+# A /status answer's size: the 23 KB of base64 tuples, an empty config, a token.
+FLOOR_SERVER = """
+import sys
+from aiohttp import web
+body = b'{"riskLevel":0,"tuples":"' + b"A" * 23068 + b'","config":[],"analyticsToken":"' + b"x" * 290 + b'"}'
+async def status(request):
+    await request.read()
+    return web.Response(body=body, content_type="application/json")
+app = web.Application()
+app.router.add_post("/api/v6/status", status)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+async def drive_floor(url: str, pid: int) -> None:
+    request = b'{"ebid":"' + b"A" * 12 + b'","epochId":1,"time":"AAAAAA==","mac":"' + b"A" * 44 + b'"}'
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as http:
+        count = 0
+        stop_at = time.perf_counter() + DURATION
+
+        async def worker() -> None:
+            nonlocal count
+            while time.perf_counter() < stop_at:
+                async with http.post(url, data=request, headers={"Content-Type": "application/json"}) as r:
+                    await r.read()
+                    count += r.status == 200
+
+        before, t0 = cpu_seconds(pid), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - before
+    print(f"HTTP floor (aiohttp, no-op handler, same answer size): {count / elapsed:.0f} calls/s, "
+          f"CPU ms per call {1000 * cpu / max(count, 1):.2f}")  # fmt: skip
+
+
+def floor() -> None:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the floor server did not start") from None
+                time.sleep(0.1)
+        asyncio.run(drive_floor(f"http://127.0.0.1:{port}/api/v6/status", server.pid))
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench status")
     parser.add_argument("--api-processes", type=int, default=1, help="API processes sharing the port")
     parser.add_argument("--crypto-processes", type=int, default=1, help="crypto service processes")
+    parser.add_argument("--floor", action="store_true", help="measure the HTTP layer alone (no ROBERT)")
     args, _ = parser.parse_known_args()  # the other arguments name the benchmarks (bench/__main__.py)
+    if args.floor:
+        floor()
+        return
     counts = {"api": args.api_processes, "crypto": args.crypto_processes}
     print(f"processes: {counts['api']} API, {counts['crypto']} crypto")
     # BENCH_PROFILE_API=<file>: write a cProfile of the API process there (wall-clock timer).

@@ -64,3 +64,15 @@ async def test_local_system_reports_a_component_that_cannot_start() -> None:
         await asyncio.to_thread(system.start)
     assert "70000" in str(info.value) or "http_port" in str(info.value).lower()
     assert not system.dir.exists() and system.pids() == {}
+
+
+def test_local_system_runs_several_processes_of_the_api_and_crypto_only() -> None:
+    for counts in ({"codes": 2}, {"api": 0}):
+        with pytest.raises(ValueError, match="process counts"):
+            LocalSystem(("crypto", "codes", "api"), processes=counts)
+    system = LocalSystem(("crypto", "api"), processes={"api": 2, "crypto": 3})
+    try:
+        assert len(set(system.metrics_ports)) == 2 and len(set(system.crypto_addresses)) == 3
+        assert system.crypto_address == system.crypto_addresses[0]
+    finally:
+        system.stop()
