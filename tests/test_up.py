@@ -137,7 +137,7 @@ async def test_robert_up_spreads_polls_over_two_api_and_two_crypto_processes(tmp
     log_path = tmp_path / "up.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for over HTTP
-        [sys.executable, "-m", "robert_server.cli", "up"], env=env, cwd=tmp_path,
+        [sys.executable, "-m", "robert_server.cli", "up", "--without", "portal"], env=env, cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=log_file,
     )  # fmt: skip
     phones, polls = 16, 2
