@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from robert_common.mongo import free_port
-from simulator.backend import fetch_server_key
+from simulator.backend import BackendError, fetch_server_key
 from simulator.phone import Phone
 
 pytestmark = pytest.mark.slow
@@ -108,6 +108,18 @@ def _free_ports(count: int) -> int:
     raise AssertionError(f"no {count} consecutive free ports")
 
 
+async def _wait_crypto(address: str, proc: subprocess.Popen[bytes]) -> bytes:
+    """The registration key from the crypto process at ``address``, once it answers."""
+    deadline = asyncio.get_running_loop().time() + 90.0
+    while True:
+        assert proc.poll() is None, "robert up exited during start-up"
+        try:
+            return await fetch_server_key(address)
+        except BackendError:
+            assert asyncio.get_running_loop().time() < deadline, f"no crypto service at {address}"
+            await asyncio.sleep(0.5)
+
+
 def _counter(metrics_text: str, name: str, **labels: str) -> float:
     """The sum of the samples of counter ``name`` whose labels include ``labels``."""
     total = 0.0
@@ -144,7 +156,9 @@ async def test_robert_up_spreads_polls_over_two_api_and_two_crypto_processes(tmp
     try:
         for i in range(2):
             await _wait_healthy(f"http://127.0.0.1:{metrics + i}/health", proc)
-        key = await fetch_server_key(f"127.0.0.1:{crypto + 1}")
+        keys = [await _wait_crypto(f"127.0.0.1:{crypto + i}", proc) for i in range(2)]
+        assert keys[0] == keys[1]
+        key = keys[0]
         # A new connection per request: the kernel picks the API process of each connection.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
             for _ in range(phones):
