@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from robert_common import tls
 from robert_common.clock import Clock
 from robert_common.logs import setup_logging
 from robert_common.mongo import EmbeddedMongo, EmbeddedMongoError
@@ -126,10 +127,29 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _prepare(settings: Settings) -> None:
-    """Development conveniences: a key store (and its passphrase file) when none exists."""
+    """Development conveniences: a key store (and its passphrase file) when none exists; the internal
+    plane's CA and one certificate per component when no CA is configured nor found (mutual TLS)."""
     from crypto_backend.keystore import ensure_dev_keystore
 
     ensure_dev_keystore(settings, Clock(settings.clock_shift_file))
+    _prepare_certs(settings)
+
+
+def _prepare_certs(settings: Settings) -> None:
+    addresses = (
+        settings.crypto_listen,
+        settings.crypto_address,
+        settings.codes_listen,
+        settings.codes_address,
+    )
+    if tls.check_plaintext(settings, *addresses) or settings.grpc_tls_ca is not None:
+        return  # development plaintext (loopback only), or the operator's own PKI
+    created = tls.ensure_dev_certs(tls.tls_dir(settings))
+    if created:
+        log.warning(
+            "created DEVELOPMENT certificates of the internal plane: not for production",
+            extra={"path": str(tls.tls_dir(settings)), "names": created},
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -109,7 +109,7 @@ def create_app(
                 raise ValueError("the API needs ROBERT_MONGODB_URI (robert up starts the embedded database)")
             mongo = mongo_client(settings.mongodb_uri)
         database = db if db is not None else mongo[settings.mongodb_database]  # type: ignore[index]
-        crypto_client = crypto or CryptoClient(settings.crypto_address, settings.crypto_timeout)
+        crypto_client = crypto or CryptoClient.from_settings(settings, "api")
         captcha_service = await make_captcha(settings, database, clock)
         try:
             await registrations.ensure_indexes(database)
