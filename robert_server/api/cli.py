@@ -47,10 +47,15 @@ async def serve(settings: Any, clock: Clock) -> None:
     api = create_app(settings, clock=clock)
     internal = create_internal_app(api)
     runners = [ApiRunner(api, access_log=None), ApiRunner(internal, access_log=None)]
-    for r in runners:
-        await r.setup()
-    await web.TCPSite(runners[0], settings.http_host, settings.http_port, ssl_context=ssl_context).start()
-    await web.TCPSite(runners[1], settings.metrics_host, settings.metrics_port).start()
+    try:  # a failed start-up closes what had started (each app's cleanup contexts that ran)
+        for r in runners:
+            await r.setup()
+        await web.TCPSite(runners[0], settings.http_host, settings.http_port, ssl_context=ssl_context).start()
+        await web.TCPSite(runners[1], settings.metrics_host, settings.metrics_port).start()
+    except BaseException:
+        for r in reversed(runners):
+            await r.cleanup()
+        raise
     log.info(
         "phone API listening",
         extra={
