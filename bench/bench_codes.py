@@ -36,7 +36,9 @@ async def run(system: LocalSystem, token: str) -> None:
     client = mongo_client(system.mongodb_uri)
     db = client[system.env["ROBERT_MONGODB_DATABASE"]]
     try:
-        async with grpc.aio.insecure_channel(system.codes_address) as channel:
+        creds = system.credentials("issuer-bench")  # the code issuer runs mutual TLS
+        options = [("grpc.ssl_target_name_override", "codes")]
+        async with grpc.aio.secure_channel(system.codes_address, creds, options=options) as channel:
             stub = codes_pb2_grpc.CodeIssuerStub(channel)
             auth = (("authorization", f"Bearer {token}"),)
             cpu0, t0 = system.cpu_seconds()["codes"], time.perf_counter()

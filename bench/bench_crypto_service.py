@@ -21,7 +21,7 @@ from bench.bench_keystore import pkcs11_store, softhsm_env
 from crypto_backend import protocol
 from crypto_backend.keystore import FileKeyStore, KeyStore
 from robert_common.clock import Clock, ServiceTime
-from robert_common.settings import load_settings
+from robert_common.settings import Settings, load_settings
 from robert_server.crypto_client import (
     AuthRequest,
     Bundle,
@@ -52,8 +52,9 @@ async def _run(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -
     return time.perf_counter() - started
 
 
-async def _bench(address: str, pid: int, store: KeyStore, service: ServiceTime) -> None:
-    client = CryptoClient(address, timeout=120.0)
+async def _bench(settings: Settings, pid: int, store: KeyStore, service: ServiceTime) -> None:
+    client = CryptoClient.from_settings(settings, "api")  # mutual TLS, as the API
+    matcher = CryptoClient.from_settings(settings, "matcher")
     for _ in range(100):
         try:
             await client.registration_public_key()
@@ -144,7 +145,7 @@ async def _bench(address: str, pid: int, store: KeyStore, service: ServiceTime) 
     for _ in range(3):
         cpu0 = cpu_seconds(pid)
         started = time.perf_counter()
-        results = await client.validate_contacts(contacts)
+        results = await matcher.validate_contacts(contacts)
         wall = time.perf_counter() - started
         cpu = cpu_seconds(pid) - cpu0
         best = min(best, wall)
@@ -156,6 +157,11 @@ async def _bench(address: str, pid: int, store: KeyStore, service: ServiceTime) 
         f"server CPU {cpu * 1000:.0f} ms per batch)"
     )
     await client.close()
+    await matcher.close()
+
+
+def _client_settings(system: LocalSystem) -> Settings:
+    return system.client_settings().model_copy(update={"crypto_timeout": 120.0})
 
 
 def main() -> None:
@@ -165,7 +171,7 @@ def main() -> None:
         store: KeyStore = FileKeyStore.load(
             Path(system.env["ROBERT_KEYSTORE_PATH"]), system.env["ROBERT_KEYSTORE_PASSPHRASE"].encode()
         )
-        asyncio.run(_bench(system.crypto_address, system.pids()["crypto"], store, service))
+        asyncio.run(_bench(_client_settings(system), system.pids()["crypto"], store, service))
     hsm = softhsm_env("service")
     if hsm is None:
         print("(PKCS#11 not measured: SoftHSM2 is not installed; scripts/test-deps installs it)")
@@ -174,7 +180,7 @@ def main() -> None:
     with LocalSystem(("crypto",), env=hsm) as system:  # `robert keys init` creates the keys in the token
         store = pkcs11_store(hsm, create=False)
         try:
-            asyncio.run(_bench(system.crypto_address, system.pids()["crypto"], store, service))
+            asyncio.run(_bench(_client_settings(system), system.pids()["crypto"], store, service))
         finally:
             store.close()
 

@@ -37,6 +37,17 @@ COUNTRY = 0x21
 # --- set-up ---------------------------------------------------------------------------------------
 
 
+def _tls(env: dict[str, str]) -> Any:
+    """Settings of the bench's clients: mutual TLS with the certificates of ROBERT_DATA_DIR/tls."""
+    from robert_common.settings import load_settings
+
+    return load_settings(
+        use_running_embedded=False,
+        data_dir=Path(env["ROBERT_DATA_DIR"]),
+        crypto_address=env["ROBERT_CRYPTO_ADDRESS"],
+    )
+
+
 async def register_phones(env: dict[str, str], server_public: bytes, n: int) -> list[tuple[bytes, bytes]]:
     """``n`` phones registered through the crypto service, with registration documents: (id_A, K_A,mac)."""
     from robert_common.clock import Clock, ServiceTime
@@ -50,7 +61,7 @@ async def register_phones(env: dict[str, str], server_public: bytes, n: int) -> 
     db = client[env["ROBERT_MONGODB_DATABASE"]]
     await registrations.ensure_indexes(db)
     out: list[tuple[bytes, bytes]] = []
-    async with CryptoClient(env["ROBERT_CRYPTO_ADDRESS"], 10.0) as crypto:
+    async with CryptoClient(env["ROBERT_CRYPTO_ADDRESS"], 10.0, settings=_tls(env)) as crypto:
 
         async def one() -> tuple[bytes, bytes]:
             phone = Phone(server_public_key=server_public)
@@ -263,7 +274,7 @@ async def _daily_done(env: dict[str, str]) -> None:
     from robert_server.matching.worker import Worker
 
     client = mongo_client(env["ROBERT_MONGODB_URI"])
-    async with CryptoClient(env["ROBERT_CRYPTO_ADDRESS"]) as crypto:
+    async with CryptoClient(env["ROBERT_CRYPTO_ADDRESS"], settings=_tls(env), identity="matcher") as crypto:
         w = Worker(client[env["ROBERT_MONGODB_DATABASE"]], crypto, ServiceTime(dt.date(2020, 6, 1), Clock()))
         await w.daily_maintenance()
     await client.close()
@@ -284,7 +295,7 @@ async def _worker(go: Path, ready: Path) -> dict[str, Any]:
     client = mongo_client(settings.mongodb_uri)
     db = client[settings.mongodb_database]
     await db.command("ping")
-    async with CryptoClient.from_settings(settings) as crypto:
+    async with CryptoClient.from_settings(settings, "matcher") as crypto:
         await crypto.registration_public_key()  # connected
         worker = Worker(
             db, crypto, ServiceTime(settings.time_start_date, Clock()), MatchingConfig.from_settings(settings)

@@ -45,6 +45,7 @@ from typing import Any
 
 import aiohttp
 
+from robert_common import tls
 from simulator.system import LocalSystem, cpu_seconds
 
 STATUS_SECONDS = float(os.environ.get("BENCH_STATUS_SECONDS", "20"))
@@ -297,9 +298,10 @@ async def round_trips(uri: str, data: Path) -> dict[str, float]:
     )  # fmt: skip
     store = FileKeyStore.create(data / "keystore.json", PASSPHRASE.encode(), scrypt_n=2**10)
     store.rotate(clock.utcnow().date() - dt.timedelta(days=1), 8, 10_000)
+    tls.ensure_dev_certs(data / "tls")  # mutual TLS, as deployed
     server = CryptoServer(settings, clock, store, db)
     address = await server.start()
-    crypto = CryptoClient(address, 30.0)
+    crypto = CryptoClient(address, 30.0, settings=settings, identity="api")
     from aiohttp import web
 
     app = create_app(settings, clock=clock, db=db, crypto=crypto, verifier=make_verifier(db, settings, clock))

@@ -1,7 +1,9 @@
 """Subcommands of ``robert`` for the crypto component (see robert_server/cli.py).
 
 ``robert crypto``          serve the gRPC crypto service on ROBERT_CRYPTO_LISTEN
-``robert keys init``       create the key store (K_G, KEK, registration key pair, day keys ahead)
+``robert keys init``       create the key store (K_G, KEK, registration key pair, day keys ahead);
+                           ``--dev``: only if none exists, with a development passphrase file when no
+                           passphrase is set, else bring its day keys up to date (``robert up`` runs it)
 ``robert keys rotate``     add the day keys ahead, destroy expired ones; ``--kek`` / ``--federation-key``
                            also add a new KEK / K_G version; ``--kek`` then re-seals (see below)
 ``robert keys reseal``     re-seal every identity under the current KEK, then retire the older ones
@@ -32,6 +34,7 @@ from crypto_backend.keystore import (
     KeyStoreError,
     create_keystore,
     days_ahead,
+    ensure_dev_keystore,
     open_keystore,
     utc_today,
 )
@@ -49,6 +52,10 @@ def register(sub: Any) -> None:  # sub: argparse._SubParsersAction
     keys = sub.add_parser("keys", help="manage the crypto key store")
     ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     init = ksub.add_parser("init", help="create the key store")
+    init.add_argument(
+        "--dev", action="store_true",
+        help="development (robert up): create it only if missing (passphrase file if none is set)",
+    )  # fmt: skip
     init.set_defaults(func=run_keys_init)
     rotate = ksub.add_parser("rotate", help="add day keys ahead, destroy expired ones")
     rotate.add_argument(
@@ -106,6 +113,12 @@ def _where(settings: Settings) -> str:
 def run_keys_init(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging(settings.log_level)
+    if getattr(args, "dev", False):
+        try:
+            ensure_dev_keystore(settings, Clock(settings.clock_shift_file))
+        except KeyStoreError as e:
+            return _fail(str(e))
+        return 0
     try:
         store = create_keystore(settings)
         try:

@@ -27,6 +27,7 @@ from robert_common.clock import EPOCHS_PER_DAY, Clock, ServiceTime
 from robert_common.rpc import crypto_pb2 as pb
 from robert_common.rpc import crypto_pb2_grpc as pb_grpc
 from robert_common.settings import Settings
+from robert_common.tls import MethodRights, secure_server
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,20 @@ RPC_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 HELLOS = Counter("robert_crypto_hellos_total", "HELLOs validated", ["verdict"])
+
+SERVICE = "robert.crypto.v1.CryptoService"
+# Who may call what (certificate identity -> methods); anything else is PERMISSION_DENIED. The public
+# key is public: any certificate of the plane may read it.
+RIGHTS = MethodRights(
+    SERVICE,
+    {
+        "api": ("CreateRegistration", "AuthenticateRequest", "AuthenticateRequests", "DeleteIdentity"),
+        # the daily job also deletes identities left without a registration (matching/orphans.py)
+        "matcher": ("ValidateContacts", "ListIdentities", "DeleteIdentity"),
+        "seed": ("CreateRegistrations",),
+        "*": ("GetRegistrationPublicKey",),
+    },
+)
 
 _REQUEST_SALTS = {
     pb.STATUS: protocol.SALT_STATUS,
@@ -403,28 +418,23 @@ class CryptoServer:
         auto_rotate: bool = False,
     ) -> None:
         self.servicer = CryptoServicer(settings, clock, keystore, crypto_db, auto_rotate=auto_rotate)
+        self.settings = settings
         self.listen = listen or settings.crypto_listen
         self.address = ""
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> str:
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # Never share the port: a stray second ``robert crypto`` must fail to start, loudly,
-                # not silently take half the calls (scale out on distinct ports or machines).
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Never share the port: a stray second ``robert crypto`` must fail to start, loudly,
+            # not silently take half the calls (scale out on distinct ports or machines).
+            ("grpc.so_reuseport", 0),
+        ]
+        # mutual TLS and RIGHTS (robert_common.tls); plaintext only on loopback, when asked for
+        server, port = secure_server(self.settings, "crypto", self.listen, RIGHTS, options)
         pb_grpc.add_CryptoServiceServicer_to_server(self.servicer, server)
         host = self.listen.rsplit(":", 1)[0]
-        try:
-            port = server.add_insecure_port(self.listen)
-        except RuntimeError:  # grpcio >= 1.60 raises instead of answering 0
-            port = 0
-        if port == 0:
-            raise OSError(f"cannot listen on {self.listen}")
         await server.start()
         self._server = server
         self.address = f"{host}:{port}"

@@ -134,10 +134,11 @@ def main() -> int:
         if args.profile in ("national", "reporting"):
             codes = system.dir / "codes.txt"
             token = system.issuer_token()
+            system.credentials("issuer-sim")  # its certificate, for the mutual-TLS code issuer
             subprocess.run(
                 [sys.executable, "-m", "simulator.cli", "codes", "--count", str(args.codes),
                  "--out", str(codes), "--issuer", system.codes_address,
-                 "--issuer-token", token],
+                 "--issuer-token", token, "--tls-dir", str(system.dir / "tls")],
                 env=system.env, cwd=ROOT, check=True,
             )  # fmt: skip
             env["ROBERT_LOAD_CODES_FILE"] = str(codes)

@@ -32,7 +32,9 @@ from simulator.system import LocalSystem  # noqa: E402
 
 async def preload(system: LocalSystem, args: argparse.Namespace) -> tuple[int, float]:
     key = system.server_public_key()
-    issuer = GrpcIssuer(system.codes_address, system.issuer_token())
+    issuer = GrpcIssuer(
+        system.codes_address, system.issuer_token(), credentials=system.credentials("issuer-load")
+    )
     codes = await issuer.long_codes(args.reports)
     clock = Clock()
     rng = random.Random(args.seed)

@@ -87,6 +87,24 @@ class Settings(BaseSettings):
         30.0, gt=0, description="`robert up`: longest wait before restarting a crashed component"
     )
 
+    # --- internal plane: mutual TLS between components (robert_common.tls) ----------------------
+    grpc_tls_dir: Path | None = Field(
+        None,
+        description="Folder of the development CA and certificates (`robert certs`); unset: <data_dir>/tls",
+    )
+    grpc_tls_ca: Path | None = Field(
+        None, description="CA certificate (PEM) of the internal gRPC plane; unset: <tls dir>/ca.pem"
+    )
+    grpc_tls_cert: Path | None = Field(
+        None,
+        description="Certificate (PEM) of this process on the internal plane; unset: <tls dir>/<name>.pem",
+    )
+    grpc_tls_key: Path | None = Field(None, description="Its private key (PEM); unset: <tls dir>/<name>.key")
+    grpc_plaintext: bool = Field(
+        False,
+        description="Development only: internal gRPC without TLS nor rights; loopback addresses only",
+    )
+
     # --- crypto service (crypto_backend) -------------------------------------------------------
     crypto_listen: str = Field("127.0.0.1:50051", description="host:port the crypto gRPC service binds")
     crypto_address: str = Field(
@@ -150,6 +168,11 @@ class Settings(BaseSettings):
         description="Phone API processes sharing ROBERT_HTTP_PORT (SO_REUSEPORT; more than 1: each process's "
         "internal app on ROBERT_METRICS_PORT + its index)",
     )
+    http_tls_cert: Path | None = Field(
+        None,
+        description="Phone API terminates TLS 1.2/1.3 with this certificate chain (PEM); unset: plain HTTP",
+    )
+    http_tls_key: Path | None = Field(None, description="Private key (PEM) of ROBERT_HTTP_TLS_CERT")
     metrics_host: str = Field("127.0.0.1", description="Address of the internal app (health, metrics, KPIs)")
     metrics_port: int = Field(9100, ge=0, le=65535, description="Port of the internal app")
     bundle_days: int = Field(4, ge=1, le=10, description="Days of tuples in each bundle (PROTOCOL.md 3)")
@@ -243,9 +266,6 @@ class Settings(BaseSettings):
         2, ge=0, description="Unused codes are purged after expiry + N"
     )
     codes_purge_used_margin_days: int = Field(1, ge=0, description="Used codes and jtis: after validity + N")
-    codes_tls_cert: Path | None = Field(None, description="Code issuer TLS certificate (PEM); unset: plain")
-    codes_tls_key: Path | None = Field(None, description="Code issuer TLS private key (PEM)")
-    codes_tls_client_ca: Path | None = Field(None, description="CA of client certificates: set = mutual TLS")
 
     @field_validator("codes_timezone")
     @classmethod
@@ -388,7 +408,7 @@ class Settings(BaseSettings):
     )
     portal_codes_timeout: float = Field(3.0, gt=0, description="Seconds a call to the code issuer may take")
     portal_codes_tls_ca: Path | None = Field(
-        None, description="CA certificate (PEM) of the code issuer's TLS; set: the portal uses TLS"
+        None, description="CA (PEM) of the code issuer; set: these files, not the plane's cert `portal`"
     )
     portal_codes_tls_cert: Path | None = Field(
         None, description="Client certificate (PEM) of the portal, for a code issuer with mutual TLS"

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "robert_server.seed",  # robert seed
     "robert_server.portal.cli",  # robert portal ...
     "robert_server.federation.cli",  # robert federation serve / forward / dev-cert
+    "robert_server.certs",  # robert certs
     "robert_server.up",  # robert up
 )
 

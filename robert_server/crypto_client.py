@@ -10,7 +10,7 @@ differs from the request's, a value outside its enum...) raises CryptoError too,
 
 Usage::
 
-    async with CryptoClient(settings.crypto_address, settings.crypto_timeout) as crypto:
+    async with CryptoClient.from_settings(settings, "api") as crypto:  # mutual TLS, as the API
         reg = await crypto.create_registration(spki_der, epoch, settings.bundle_days, settings.country_code)
         auth = await crypto.authenticate(ebid, epoch, time4, mac, RequestType.STATUS,
                                          bundle=Bundle(epoch, settings.bundle_days, settings.country_code))
@@ -31,6 +31,7 @@ import numpy as np
 from robert_common.rpc import crypto_pb2 as pb
 from robert_common.rpc import crypto_pb2_grpc as pb_grpc
 from robert_common.settings import Settings
+from robert_common.tls import open_channel
 
 REASON_KEY = "robert-reason"
 UNSPECIFIED = "ERROR_REASON_UNSPECIFIED"
@@ -305,23 +306,29 @@ class CryptoClient:
     """Async client of the crypto service: one channel shared by every call. Close it, or ``async with``.
     ``address``: one ``host:port``, or several IP:port comma-separated (see :func:`channel_target`)."""
 
-    def __init__(self, address: str, timeout: float = 2.0) -> None:
+    def __init__(
+        self, address: str, timeout: float = 2.0, *, settings: Settings | None = None, identity: str = "api"
+    ) -> None:
+        """With ``settings``: mutual TLS as ``identity`` (its certificate, see robert_common.tls), or
+        plaintext where ROBERT_GRPC_PLAINTEXT allows it. Without: a plaintext channel (development)."""
         self.address = address
         self.timeout = timeout
-        target, options = channel_target(address)
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                *options,
-            ],
-        )
+        target, lb_options = channel_target(address)
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            *lb_options,
+        ]
+        if settings is not None:
+            self._channel = open_channel(settings, identity, address, "crypto", options, target=target)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
         self._stub = _Stub.of(self._channel)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CryptoClient:
-        return cls(settings.crypto_address, settings.crypto_timeout)
+    def from_settings(cls, settings: Settings, identity: str = "api") -> CryptoClient:
+        """The client of component ``identity`` (``api``, ``matcher``, ``seed``) at ROBERT_CRYPTO_ADDRESS."""
+        return cls(settings.crypto_address, settings.crypto_timeout, settings=settings, identity=identity)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> SeedResult:
         async with (
             open_database(settings, "robert seed") as db,
-            CryptoClient.from_settings(settings) as crypto,
+            CryptoClient.from_settings(settings, "seed") as crypto,  # its certificate: bulk creation only
         ):
             await registrations.ensure_indexes(db)
             return await seed(db, crypto, args.registrations, epoch_id, batch=args.batch)

@@ -1,13 +1,19 @@
 """``robert up``: the whole system on one machine, on the embedded defaults.
 
-Starts, in order: the embedded database (only when ROBERT_MONGODB_URI is unset), a development key
-store (only if none exists; with ROBERT_KEYSTORE=pkcs11, the keys in the token if it holds none),
-then the components: ``robert crypto`` (ROBERT_CRYPTO_PROCESSES of them, on consecutive ports from
-ROBERT_CRYPTO_LISTEN's; the API and the matcher spread their calls over them), ``robert codes serve``,
-``robert api`` (ROBERT_API_PROCESSES of them sharing the phone port; process i has its internal app on
-ROBERT_METRICS_PORT + i), ``robert matcher``, and with partner countries configured ``robert federation
-serve`` and ``robert federation forward``. Every child gets the same settings through the environment,
-but for those per-process ports. Ctrl-C (or SIGTERM) stops the children, then the database.
+Starts, in order: the embedded database (only when ROBERT_MONGODB_URI is unset), the internal plane's
+development CA and certificates (first start), a development key store (``robert keys init --dev`` as
+a process of its own: key code never runs in this one; with ROBERT_KEYSTORE=pkcs11, the keys in the
+token if it holds none), then the components: ``robert crypto`` (ROBERT_CRYPTO_PROCESSES of them, on
+consecutive ports from ROBERT_CRYPTO_LISTEN's; the API and the matcher spread their calls over them),
+``robert codes serve``, ``robert api`` (ROBERT_API_PROCESSES of them sharing the phone port; process i
+has its internal app on ROBERT_METRICS_PORT + i), ``robert matcher``, the ProStopCovid portal and its
+development provider, and with partner countries configured ``robert federation serve`` and ``robert
+federation forward``. Ctrl-C (or SIGTERM) stops the children, then the database.
+
+Secrets only where they are used: each child gets only the settings of its component (``SETTINGS_OF``,
+an explicit allow-list: the key-store passphrase reaches the crypto service alone, the codes pepper the
+code issuer and the API, which check codes, the JWT keys the API) and only the operating-system
+variables of ``OS_ENVIRONMENT``; never a copy of this process's environment.
 
 Supervision: a component that exits is started again after a back-off (0.5 s, doubling up to
 ``up_restart_backoff_max``), and the log says so; the embedded database is watched the same way and
@@ -19,6 +25,8 @@ stops the whole system, with a non-zero exit: a crash loop is worse than a stopp
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
 import logging
 import os
 import signal
@@ -28,7 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robert_common.clock import Clock
+from pydantic import SecretStr
+
+from robert_common import tls
 from robert_common.logs import setup_logging
 from robert_common.mongo import EmbeddedMongo, EmbeddedMongoError
 from robert_common.settings import EMBEDDED_URI_FILE, Settings, load_settings
@@ -49,6 +59,84 @@ COMPONENTS: tuple[tuple[str, list[str]], ...] = (
     ("forwarder", ["federation", "forward"]),
 )
 FEDERATION_COMPONENTS = ("federation", "forwarder")
+
+
+# Which settings each component's process receives (fnmatch patterns over setting names). A setting
+# named by no pattern of a component never reaches it. Every component also gets COMMON_SETTINGS.
+COMMON_SETTINGS = (
+    "data_dir", "time_start", "country_code", "clock_shift_file", "log_level",
+    "grpc_tls_dir", "grpc_tls_ca", "grpc_plaintext",
+)  # fmt: skip
+SETTINGS_OF: dict[str, tuple[str, ...]] = {
+    # the only holder of the key store: passphrase (or PKCS#11 PIN), KEK, server keys
+    "crypto": (
+        "mongodb_uri", "crypto_mongodb_database", "crypto_listen", "crypto_metrics_port", "metrics_host",
+        "keystore*", "key_retention_days", "bundle_days", "hello_tolerance", "pkcs11_*", "kek_*",
+    ),
+    # stores codes: the pepper
+    "codes": ("mongodb_uri", "mongodb_database", "codes_*"),
+    # checks codes at /report (the pepper) and signs JWTs (their keys)
+    "api": (
+        "mongodb_uri", "mongodb_database", "http_*", "metrics_host", "metrics_port", "crypto_address",
+        "api_processes", "api_max_in_progress", "api_retry_after_max", "report_*", "trusted_proxies",
+        "crypto_timeout", "bundle_days", "status_*", "request_time_tolerance", "captcha*",
+        "api_request_deadline", "report_max_body_bytes", "jwt_issuer", "*_token_key_file",
+        "*_token_lifetime", "codes_*",
+    ),
+    "matcher": (
+        "mongodb_uri", "mongodb_database", "crypto_address", "crypto_timeout", "hello_tolerance",
+        "contagious_period_days", "risk_*", "scoring_*", "matcher_*", "identity_orphan_grace_hours",
+    ),
+    "portal": ("mongodb_uri", "mongodb_database", "codes_address", "codes_timezone", "portal_*"),
+    "dev-idp": ("portal_*",),
+    # the federation service and its forwarder: their own TLS with partner countries (federation_*)
+    "federation": ("mongodb_uri", "mongodb_database", "contagious_period_days", "metrics_host",
+                   "federation_*"),
+    "forwarder": ("mongodb_uri", "mongodb_database", "contagious_period_days", "metrics_host",
+                  "federation_*"),
+    "none": (),
+}  # fmt: skip
+SETTINGS_OF["keys"] = SETTINGS_OF["crypto"]  # the `robert keys init --dev` step
+# Operating-system variables children keep (interpreter, locale, libfaketime, the PKCS#11 token's file).
+OS_ENVIRONMENT = (
+    "PATH", "HOME", "USER", "LANG", "LC_*", "TZ", "TMPDIR", "PYTHON*", "VIRTUAL_ENV",
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "FAKETIME*", "DONT_FAKE_MONOTONIC", "SOFTHSM2_CONF",
+)  # fmt: skip
+# Settings robert up never hands down: one process's own TLS files (children use <tls dir>/<name>.*)
+NEVER_PASSED = ("grpc_tls_cert", "grpc_tls_key")
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """Every set setting as its ROBERT_* variable (the values robert up hands down, before filtering):
+    secrets in clear, lists and mappings (of models too) as JSON, booleans as true/false."""
+    dumped = settings.model_dump(mode="json")  # JSON-able values; secrets masked (taken from the object)
+    out = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None or name in NEVER_PASSED:
+            continue
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(dumped[name], dict | list):
+            text = json.dumps(dumped[name])
+        else:
+            text = str(dumped[name])
+        out[f"ROBERT_{name.upper()}"] = text
+    return out
+
+
+def child_environment(component: str, values: dict[str, str], environ: dict[str, str]) -> dict[str, str]:
+    """The environment of ``component``'s process: its allowed ROBERT_* ``values`` and the allowed
+    operating-system variables of ``environ``; nothing else (KeyError for an unknown component)."""
+    patterns = (*COMMON_SETTINGS, *SETTINGS_OF[component])
+    env = {k: v for k, v in environ.items() if any(fnmatch.fnmatchcase(k, p) for p in OS_ENVIRONMENT)}
+    for key, value in values.items():
+        name = key.removeprefix("ROBERT_").lower()
+        if key.startswith("ROBERT_") and any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            env[key] = value
+    return env
 
 
 def register(sub: Any) -> None:
@@ -99,8 +187,13 @@ def crypto_addresses(settings: Settings) -> str:
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``name``; ``env``: the ROBERT_* values of the system (filtered by child_environment)."""
     log.info("starting component", extra={"component": name})
-    return subprocess.Popen([sys.executable, "-m", "robert_server.cli", *args], env=env)
+    child_env = child_environment(name.split(".")[0], env, _OS_ENVIRON)  # api.2 is an api
+    return subprocess.Popen([sys.executable, "-m", "robert_server.cli", *args], env=child_env)
+
+
+_OS_ENVIRON: dict[str, str] = {}  # the OS_ENVIRONMENT variables of this process as started (run())
 
 
 FIRST_BACKOFF = 0.5  # seconds before the first restart; doubled for each restart within the window
@@ -165,11 +258,34 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _prepare(settings: Settings) -> None:
-    """Development conveniences: a key store (and its passphrase file) when none exists."""
-    from crypto_backend.keystore import ensure_dev_keystore
+def _prepare(settings: Settings, env: dict[str, str]) -> None:
+    """Development conveniences: the internal plane's CA and one certificate per component when no CA
+    is configured nor found (mutual TLS); a key store (and its passphrase file) when none exists, made by
+    ``robert keys init --dev`` in a process of its own, with the crypto service's settings only."""
+    _prepare_certs(settings)
+    done = subprocess.run(
+        [sys.executable, "-m", "robert_server.cli", "keys", "init", "--dev"],
+        env=child_environment("keys", env, _OS_ENVIRON), check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"robert: the key store step (robert keys init --dev) failed ({done.returncode})")
 
-    ensure_dev_keystore(settings, Clock(settings.clock_shift_file))
+
+def _prepare_certs(settings: Settings) -> None:
+    addresses = (
+        settings.crypto_listen,
+        settings.crypto_address,
+        settings.codes_listen,
+        settings.codes_address,
+    )
+    if tls.check_plaintext(settings, *addresses) or settings.grpc_tls_ca is not None:
+        return  # development plaintext (loopback only), or the operator's own PKI
+    created = tls.ensure_dev_certs(tls.tls_dir(settings))
+    if created:
+        log.warning(
+            "created DEVELOPMENT certificates of the internal plane: not for production",
+            extra={"path": str(tls.tls_dir(settings)), "names": created},
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,7 +294,12 @@ def run(args: argparse.Namespace) -> int:
     os.umask(0o077)  # every file of the system (keys, database, codes) is its owner's only, children too
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _make_private(settings.data_dir)
-    env = dict(os.environ)
+    # Children get only what they need (child_environment): this process keeps the settings object
+    # and the OS_ENVIRONMENT variables only, so the embedded database inherits nothing else either.
+    env = settings_environment(settings)
+    _OS_ENVIRON.update(child_environment("none", {}, dict(os.environ)))
+    os.environ.clear()
+    os.environ.update(_OS_ENVIRON)
     database: EmbeddedMongo | None = None
     uri_file = settings.data_dir / EMBEDDED_URI_FILE
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -196,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
             env["ROBERT_MONGODB_URI"] = database.start()
             _write_private(uri_file, env["ROBERT_MONGODB_URI"] + "\n")
             log.info("embedded database started", extra={"data": str(settings.data_dir / "mongo")})
-        _prepare(settings)
+        _prepare(settings, env)
         from robert_server.portal.up import prepare_portal
 
         skipped = prepare_portal(settings, env, args.without)

@@ -30,15 +30,23 @@ class BackendError(RuntimeError):
 class GrpcIssuer:
     """Short codes from the CodeIssuer service at ``address`` (PROTOCOL.md 7)."""
 
-    def __init__(self, address: str, token: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        timeout: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """``credentials``: the issuer's certificate on a mutual-TLS code issuer (None: plaintext)."""
         self.address = address
+        self._credentials = credentials
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
 
     async def get_code(self) -> str:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = _channel(self.address, self._credentials, "codes")
         stub = codes_pb2_grpc.CodeIssuerStub(self._channel)
         try:
             issued = await stub.IssueShortCode(
@@ -50,7 +58,7 @@ class GrpcIssuer:
 
     async def long_codes(self, count: int) -> list[str]:
         """A lot of ``count`` long codes valid from today (load tests need many single-use codes)."""
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with _channel(self.address, self._credentials, "codes") as channel:
             stub = codes_pb2_grpc.CodeIssuerStub(channel)
             request = codes_pb2.IssueLongCodesRequest(count=count)
             try:
@@ -117,9 +125,18 @@ def load_server_key(path: Path) -> bytes:
     raise BackendError(f"{path}: not a public key (PEM, DER or base64 DER)")
 
 
-async def fetch_server_key(crypto_address: str, deadline: float = 5.0) -> bytes:
-    """The registration public key from the crypto service (what apps embed)."""
-    async with grpc.aio.insecure_channel(crypto_address) as channel:
+def _channel(address: str, credentials: grpc.ChannelCredentials | None, service: str) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", service)])
+
+
+async def fetch_server_key(
+    crypto_address: str, deadline: float = 5.0, credentials: grpc.ChannelCredentials | None = None
+) -> bytes:
+    """The registration public key from the crypto service (what apps embed); ``credentials``: a
+    certificate of the plane's CA when the crypto service runs mutual TLS."""
+    async with _channel(crypto_address, credentials, "crypto") as channel:
         stub = crypto_pb2_grpc.CryptoServiceStub(channel)
         try:
             r = await stub.GetRegistrationPublicKey(

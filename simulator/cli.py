@@ -24,6 +24,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import grpc
 from rich.console import Console
 from rich.table import Table
 
@@ -53,6 +54,31 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def _tls_dir() -> Path:
+    """Where ``robert up`` keeps the internal plane's certificates (see robert_common.tls)."""
+    explicit = os.environ.get("ROBERT_GRPC_TLS_DIR")
+    return Path(explicit) if explicit else Path(_env("ROBERT_DATA_DIR", "robert-data")) / "tls"
+
+
+def _credentials(tls_dir: Path, name: str) -> grpc.ChannelCredentials | None:
+    """Mutual TLS with the certificate ``name`` of ``tls_dir``; None (plaintext) when there is no CA
+    there (a system run with ROBERT_GRPC_PLAINTEXT)."""
+    ca = tls_dir / "ca.pem"
+    if not ca.exists():
+        return None
+    try:
+        key, cert = (tls_dir / f"{name}.key").read_bytes(), (tls_dir / f"{name}.pem").read_bytes()
+    except OSError:
+        raise BackendError(f"no certificate {name} in {tls_dir}: `robert certs issue {name}`") from None
+    return grpc.ssl_channel_credentials(ca.read_bytes(), key, cert)
+
+
+def _add_tls(p: argparse.ArgumentParser, issuer: bool) -> None:
+    p.add_argument("--tls-dir", type=Path, default=_tls_dir(), help="CA and certificates of the system")
+    if issuer:
+        p.add_argument("--issuer-cert", default="issuer-sim", help="certificate name of the issuer")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robert-sim", description="Virtual phones and BLE encounters")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -62,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     key = sub.add_parser("key", help="print the registration public key (base64 DER) from the crypto service")
     key.add_argument("--crypto", default=_env("ROBERT_CRYPTO_ADDRESS", "127.0.0.1:50051"), help="crypto gRPC")
+    _add_tls(key, issuer=False)
     key.set_defaults(func=cmd_key)
 
     codes = sub.add_parser(
@@ -75,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--issuer-token", default=os.environ.get("ROBERT_SIM_ISSUER_TOKEN"), help="issuer token"
     )
     codes.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    _add_tls(codes, issuer=True)
     codes.set_defaults(func=cmd_codes)
 
     run = sub.add_parser(
@@ -116,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plot", type=Path, help="write a timeline PNG to this file (needs matplotlib)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--totals-only", action="store_true", help="no per-phone table")
+    _add_tls(run, issuer=True)
     run.set_defaults(func=cmd_run)
     return parser
 
@@ -141,7 +170,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_key(args: argparse.Namespace, console: Console) -> int:
-    key = asyncio.run(fetch_server_key(args.crypto))
+    key = asyncio.run(fetch_server_key(args.crypto, credentials=_credentials(args.tls_dir, "seed")))
     print(base64.b64encode(key).decode())
     return 0
 
@@ -151,7 +180,10 @@ def cmd_codes(args: argparse.Namespace, console: Console) -> int:
         raise BackendError("no issuer token: pass --issuer-token (e.g. from `robert issuers add sim`)")
     if not 1 <= args.count <= 100_000:
         raise BackendError("--count must be between 1 and 100 000")
-    codes = asyncio.run(GrpcIssuer(args.issuer, args.issuer_token).long_codes(args.count))
+    credentials = _credentials(args.tls_dir, args.issuer_cert)
+    codes = asyncio.run(
+        GrpcIssuer(args.issuer, args.issuer_token, credentials=credentials).long_codes(args.count)
+    )
     text = "".join(c + "\n" for c in codes)
     if args.out:
         args.out.write_text(text)
@@ -209,7 +241,7 @@ def _run_on_own_system(args: argparse.Namespace, sc: Scenario, console: Console)
             except LaunchError as e:
                 raise BackendError(str(e)) from None
 
-        issuer = GrpcIssuer(system.codes_address, token)
+        issuer = GrpcIssuer(system.codes_address, token, credentials=system.credentials("issuer-sim"))
         time_control = ShiftFileTime(system.clock_shift_file, args.settle)
         return asyncio.run(_run(args, sc, console, system.base_url, key, issuer, run_matcher, time_control))
 
@@ -266,8 +298,13 @@ async def _run_countries(args: argparse.Namespace, sc: Scenario, console: Consol
 
 
 async def _run_external(args: argparse.Namespace, sc: Scenario, console: Console) -> int:
-    key = load_server_key(args.server_key) if args.server_key else await fetch_server_key(args.crypto)
-    issuer = GrpcIssuer(args.issuer, args.issuer_token)
+    if args.server_key:
+        key = load_server_key(args.server_key)
+    else:
+        key = await fetch_server_key(args.crypto, credentials=_credentials(args.tls_dir, "seed"))
+    issuer = GrpcIssuer(
+        args.issuer, args.issuer_token, credentials=_credentials(args.tls_dir, args.issuer_cert)
+    )
     run_matcher = matcher_wait(args.matcher_wait) if args.matcher_wait else matcher_command(args.matcher_cmd)
     time_control = ShiftFileTime(args.clock_shift_file, args.settle)
     return await _run(args, sc, console, args.server, key, issuer, run_matcher, time_control)

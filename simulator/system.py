@@ -10,6 +10,8 @@ What it starts, in order, all on 127.0.0.1 with free ports and the data in a tem
 
 - the database: an embedded SecantusDB, unless ROBERT_MONGODB_URI is set (then fresh database names
   on that server, dropped at the end);
+- the internal plane's CA and certificates (as ``robert certs init``: mutual TLS; :meth:`credentials` and
+  :meth:`client_settings` give a client in this process its certificate);
 - a key store (``robert keys init``, with a random passphrase; auto-rotation on, so shifting the clock
   forward works), only when the crypto service is wanted;
 - the chosen components among ``crypto``, ``codes``, ``api``, ``matcher`` (``COMPONENTS``), each as
@@ -41,8 +43,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
+import grpc
+
 from robert_common.clock import write_clock_shift
 from robert_common.mongo import EmbeddedMongo, free_port
+from robert_common.settings import Settings, load_settings
+from robert_common.tls import channel_credentials, ensure_dev_certs
 
 COMPONENTS: dict[str, list[str]] = {
     "crypto": ["crypto"],
@@ -162,6 +168,22 @@ class LocalSystem:
         name = name or f"issuer-{secrets.token_hex(4)}"
         return self.robert("issuers", "add", name).strip().split()[-1]
 
+    def client_settings(self) -> Settings:
+        """Settings for a client of this system's gRPC services in this process (its certificates:
+        ``CryptoClient.from_settings(system.client_settings(), "api")``)."""
+        return load_settings(
+            use_running_embedded=False,
+            data_dir=self.dir,
+            crypto_address=self.crypto_address,
+            codes_address=self.codes_address,
+        )
+
+    def credentials(self, name: str) -> grpc.ChannelCredentials:
+        """Mutual-TLS credentials of identity ``name`` (e.g. ``issuer-lab``; issued when missing)."""
+        if not (self.dir / "tls" / f"{name}.pem").exists():
+            self.robert("certs", "issue", name)
+        return channel_credentials(self.client_settings(), name)
+
     def pids(self) -> dict[str, int]:
         """Process id per running component, and ``database`` for the embedded database."""
         out = {name: p.pid for name, p in self.processes.items()}
@@ -228,6 +250,7 @@ class LocalSystem:
             "ROBERT_CODES_ADDRESS": self.codes_address,
             **self.overrides,
         }
+        ensure_dev_certs(self.dir / "tls")  # the internal plane's CA and a certificate per component
         if "crypto" in self.components:
             self._make_keystore()
         for kind in ALL:  # dependencies first: crypto, codes, api, matcher

@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from robert_common.mongo import database_uri, mongo_client
 
 # Fixtures each component offers to the others' tests (one module per component).
-pytest_plugins = ["tests.fixtures.crypto", "tests.fixtures.api", "tests.fixtures.codes"]
+pytest_plugins = ["tests.fixtures.tls", "tests.fixtures.crypto", "tests.fixtures.api", "tests.fixtures.codes"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

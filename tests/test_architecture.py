@@ -68,12 +68,11 @@ RULES = (
     ),
     Rule(
         # The API, the code issuer and the worker reach the crypto service over gRPC only, so no process
-        # of robert_server loads key-handling code. The one exception is the development supervisor:
-        # `robert up` creates a development key store before it starts `robert crypto`.
+        # of robert_server loads key-handling code; not even `robert up`, which runs `robert keys init
+        # --dev` as a process of its own.
         "robert_server reaches crypto_backend over gRPC only",
         ("robert_server",),
         ("crypto_backend",),
-        exempt=("robert_server.up",),
     ),
     Rule(
         "robert_server imports neither the simulator nor the harnesses",
@@ -203,6 +202,11 @@ def _tree(root: Path, files: dict[str, str]) -> dict[str, Module]:
         ("robert_common/clock.py", "from crypto_backend import protocol\n", "robert_common imports nothing"),
         ("robert_common/logs.py", "import simulator.phone\n", "robert_common imports nothing"),
         ("robert_server/api/status.py", "from crypto_backend.protocol import hello_mac\n", "over gRPC only"),
+        (
+            "robert_server/up.py",
+            "from crypto_backend.keystore import ensure_dev_keystore\n",
+            "over gRPC only",
+        ),
         ("robert_server/matching/w.py", "from tests.fixtures import crypto\n", "nor the harnesses"),
         ("simulator/phone.py", "from robert_server.api import status\n", "the simulator uses only"),
         ("simulator/phone.py", "from crypto_backend.keystore import KeyStore\n", "the simulator uses only"),
@@ -237,7 +241,6 @@ def test_a_planted_violation_is_found(tmp_path: Path, path: str, source: str, ru
             "from crypto_backend import protocol\nfrom robert_common.clock import Clock\n",
         ),
         ("simulator/phone.py", "from crypto_backend.protocol.skinny import encrypt\n"),
-        ("robert_server/up.py", "from crypto_backend.keystore import ensure_dev_keystore\n"),
         ("robert_server/api/status.py", "from robert_server import registrations\n"),
         ("robert_server/codes/ratelimit.py", 'COLLECTION = "code_attempts"\nfrom . import metrics\n'),
         ("robert_server/matching/worker.py", "from robert_server.matching import risk\n"),  # not storage

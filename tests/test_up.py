@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -62,7 +63,17 @@ async def test_robert_up_serves_a_phone_and_stops_cleanly(tmp_path: Path) -> Non
         uri_file = tmp_path / "data" / "mongodb.uri"
         assert uri_file.read_text().startswith("mongodb://127.0.0.1:")
 
-        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}")
+        tls_dir = tmp_path / "data" / "tls"  # robert up created the CA and a certificate per component
+        assert {p.name for p in tls_dir.glob("*.key")} >= {
+            f"{n}.key" for n in ("ca", "crypto", "api", "matcher")
+        }
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in tls_dir.glob("*.key"))
+        creds = grpc.ssl_channel_credentials(
+            (tls_dir / "ca.pem").read_bytes(),
+            (tls_dir / "seed.key").read_bytes(),
+            (tls_dir / "seed.pem").read_bytes(),
+        )
+        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}", credentials=creds)
         async with aiohttp.ClientSession() as http:
             phone = Phone(f"http://127.0.0.1:{ports['http']}", key, http=http)
             registered = await phone.register()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import grpc
 import orjson
 import pytest
 
@@ -97,7 +98,11 @@ async def test_killed_crypto_service_and_database_come_back_and_a_phone_is_serve
     try:
         await _wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
         _assert_private(tmp_path / "data")
-        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}")
+        tls_dir = tmp_path / "data" / "tls"  # robert up's development certificates (mutual TLS)
+        creds = grpc.ssl_channel_credentials(*(
+            (tls_dir / name).read_bytes() for name in ("ca.pem", "seed.key", "seed.pem")
+        ))  # fmt: skip
+        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}", credentials=creds)
         async with aiohttp.ClientSession() as http:
             phone = Phone(f"http://127.0.0.1:{ports['http']}", key, http=http)
             assert (await phone.register()).status == 201

@@ -1,16 +1,18 @@
 """The phone API application: ``create_app`` wires the services and the routes of ``/api/v6``.
 
 Resources (database client, crypto client, captcha service) are opened and closed in the app's
-``cleanup_ctx``; handlers reach them through ``request.app[SERVICES]``. An endpoint with resources of its
-own sets them up itself (``status.setup``: the /status micro-batcher, under ``status.STATUS_BATCHER``).
-Errors become status codes in one middleware (robert_server/api/errors.py); metrics are counted in
-another.
+``cleanup_ctx``, each registered for closing as soon as it is open (an AsyncExitStack: a failure later in
+the start-up closes it); handlers reach them through ``request.app[SERVICES]``. An endpoint with
+resources of its own sets them up itself (``status.setup``: the /status micro-batcher, under
+``status.STATUS_BATCHER``). Errors become status codes in one middleware (robert_server/api/errors.py);
+metrics are counted in another.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from aiohttp import web
@@ -19,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from robert_common.clock import Clock, ServiceTime
 from robert_common.mongo import mongo_client
 from robert_common.settings import Settings
-from robert_server import registrations
+from robert_server import codes, registrations
 from robert_server.api import captcha, delivery, register, report, status, unregister, uploads
 from robert_server.api import clock as clock_api
 from robert_server.api.admission import Admission
@@ -28,7 +30,7 @@ from robert_server.api.metrics import metrics_middleware
 from robert_server.api.services import SERVICES, Services
 from robert_server.captcha import make_captcha
 from robert_server.client_config import ConfigCache
-from robert_server.codes.verifier import CodeVerifier, Reservation
+from robert_server.codes.verifier import CodeVerifier
 from robert_server.crypto_client import CryptoClient
 from robert_server.tokens import TokenSigner
 
@@ -36,31 +38,6 @@ log = logging.getLogger("robert.api")
 
 PREFIX = "/api/v6"
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
-
-
-class RefusingVerifier:
-    """Used only when no code service is available: every code is refused (fails closed)."""
-
-    async def reserve(self, code: str, source: str) -> Reservation | None:
-        return None
-
-    async def confirm(self, reservation: Reservation) -> bool:
-        return False
-
-    async def locked_out(self, source: str) -> bool:
-        return False
-
-    async def release(self, reservation: Reservation) -> bool:
-        return False
-
-
-def _default_verifier(db: AsyncDatabase, settings: Settings, clock: Clock) -> CodeVerifier:
-    try:
-        from robert_server.codes import make_verifier
-    except ImportError:
-        log.error("no code verifier available: every /report will be refused")
-        return RefusingVerifier()
-    return make_verifier(db, settings, clock)
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -103,36 +80,41 @@ def create_app(
     add_routes(app)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        mongo = None
-        if db is None:
-            if not settings.mongodb_uri:
-                raise ValueError("the API needs ROBERT_MONGODB_URI (robert up starts the embedded database)")
-            mongo = mongo_client(settings.mongodb_uri)
-        database = db if db is not None else mongo[settings.mongodb_database]  # type: ignore[index]
-        crypto_client = crypto or CryptoClient(settings.crypto_address, settings.crypto_timeout)
-        captcha_service = await make_captcha(settings, database, clock)
-        try:
-            await registrations.ensure_indexes(database)
-        except DB_UNAVAILABLE:
-            log.warning("database unreachable at start: indexes not checked")
-        app[SERVICES] = Services(
-            settings=settings,
-            time=ServiceTime(settings.time_start_date, clock),
-            db=database,
-            crypto=crypto_client,
-            verifier=verifier or _default_verifier(database, settings, clock),
-            tokens=TokenSigner.from_settings(settings),
-            captcha=captcha_service,
-            config=ConfigCache(database),
-        )
-        try:
+        # Each resource is registered for closing as soon as it is open: a failure at any later step
+        # of the start-up closes what was opened before it (in reverse order), then propagates.
+        async with AsyncExitStack() as opened:
+            if db is None:
+                if not settings.mongodb_uri:
+                    raise ValueError(
+                        "the API needs ROBERT_MONGODB_URI (robert up starts the embedded database)"
+                    )
+                mongo = mongo_client(settings.mongodb_uri)
+                opened.push_async_callback(mongo.close)
+                database = mongo[settings.mongodb_database]
+            else:
+                database = db
+            crypto_client = crypto
+            if crypto_client is None:
+                crypto_client = CryptoClient.from_settings(settings, "api")
+                opened.push_async_callback(crypto_client.close)
+            captcha_service = await make_captcha(settings, database, clock)
+            opened.push_async_callback(captcha_service.close)
+            try:
+                await registrations.ensure_indexes(database)
+            except DB_UNAVAILABLE:
+                log.warning("database unreachable at start: indexes not checked")
+            app[SERVICES] = Services(
+                settings=settings,
+                time=ServiceTime(settings.time_start_date, clock),
+                db=database,
+                crypto=crypto_client,
+                # no fallback: a code package that cannot be loaded stops the start-up
+                verifier=verifier or codes.make_verifier(database, settings, clock),
+                tokens=TokenSigner.from_settings(settings),
+                captcha=captcha_service,
+                config=ConfigCache(database),
+            )
             yield
-        finally:
-            await captcha_service.close()
-            if crypto is None:
-                await crypto_client.close()
-            if mongo is not None:
-                await mongo.close()
 
     app.cleanup_ctx.append(resources)
     delivery.setup(app)  # undo tasks waited for before the services close

@@ -15,6 +15,7 @@ from robert_common.logs import setup_logging
 from robert_common.mongo import open_database, require_uri
 from robert_common.settings import load_settings
 from robert_common.signals import stop_event
+from robert_common.tls import http_ssl_context
 
 log = logging.getLogger("robert.api")
 
@@ -42,22 +43,31 @@ async def serve(settings: Any, clock: Clock) -> None:
     from robert_server.api.internal import create_internal_app
     from robert_server.api.runner import ApiRunner
 
+    ssl_context = http_ssl_context(settings)  # TLS 1.2/1.3 when ROBERT_HTTP_TLS_CERT is set
     api = create_app(settings, clock=clock)
     internal = create_internal_app(api)
     runners = [ApiRunner(api, access_log=None), ApiRunner(internal, access_log=None)]
-    for r in runners:
-        await r.setup()
     # Several API processes (ROBERT_API_PROCESSES) share the phone port: the kernel spreads connections
     # over them. One process alone binds it exclusively, so that a stray second one fails loudly.
     reuse_port = settings.api_processes > 1
-    await web.TCPSite(runners[0], settings.http_host, settings.http_port, reuse_port=reuse_port).start()
-    await web.TCPSite(runners[1], settings.metrics_host, settings.metrics_port).start()
+    try:  # a failed start-up closes what had started (each app's cleanup contexts that ran)
+        for r in runners:
+            await r.setup()
+        await web.TCPSite(
+            runners[0], settings.http_host, settings.http_port, ssl_context=ssl_context, reuse_port=reuse_port
+        ).start()
+        await web.TCPSite(runners[1], settings.metrics_host, settings.metrics_port).start()
+    except BaseException:
+        for r in reversed(runners):
+            await r.cleanup()
+        raise
     log.info(
         "phone API listening",
         extra={
             "port": settings.http_port,
             "metrics_port": settings.metrics_port,
             "captcha": settings.captcha,
+            "tls": ssl_context is not None,
         },
     )
     try:

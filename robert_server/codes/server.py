@@ -1,7 +1,8 @@
 """The CodeIssuer gRPC service (proto/codes.proto): issuers authenticate with a bearer token.
 
-``start_server`` binds it (plain, TLS, or mutual TLS when a client CA is set) and returns the running
-server and its port; ``robert codes serve`` runs it with an hourly purge beside it.
+``start_server`` binds it with mutual TLS (robert_common.tls): only certificates named ``issuer-...``
+may call it, and the bearer token still says which issuer; it returns the running server and its port.
+``robert codes serve`` runs it with an hourly purge beside it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from robert_common.clock import Clock
 from robert_common.rpc import codes_pb2 as pb
 from robert_common.rpc import codes_pb2_grpc as pb_grpc
 from robert_common.settings import Settings, SettingsError
+from robert_common.tls import MethodRights, secure_server
 
 from . import counts, issuers, metrics
 from .formats import JWT, LONG, SHORT
@@ -27,6 +29,14 @@ log = logging.getLogger(__name__)
 
 KIND_TO_PB = {SHORT: pb.CODE_KIND_SHORT, LONG: pb.CODE_KIND_LONG, JWT: pb.CODE_KIND_JWT}
 PURGE_INTERVAL = 3600.0
+SERVICE = "robert.codes.v1.CodeIssuer"
+RIGHTS = MethodRights(
+    SERVICE,
+    {
+        "issuer-*": ("IssueShortCode", "IssueLongCodes", "RevokeCode", "GetDailyCounts"),
+        "portal": ("IssueShortCode", "RevokeCode"),  # the ProStopCovid portal: a code per consultation
+    },
+)
 
 
 def to_pb(code: IssuedCode) -> pb.IssuedCode:
@@ -110,25 +120,6 @@ class CodeIssuerServicer(pb_grpc.CodeIssuerServicer):
         )
 
 
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS credentials from the settings (mutual TLS when a client CA is set), or None for plain."""
-    cert, key, ca = settings.codes_tls_cert, settings.codes_tls_key, settings.codes_tls_client_ca
-    if cert is None and key is None:
-        if ca is not None:
-            raise SettingsError(
-                "invalid settings:\n  ROBERT_CODES_TLS_CLIENT_CA: needs a certificate and key"
-            )
-        return None
-    if cert is None or key is None:
-        raise SettingsError("invalid settings:\n  ROBERT_CODES_TLS_CERT and ROBERT_CODES_TLS_KEY go together")
-    try:
-        pair = (key.read_bytes(), cert.read_bytes())
-        roots = ca.read_bytes() if ca is not None else None
-    except OSError as e:
-        raise SettingsError(f"invalid settings:\n  code issuer TLS files: {e.strerror}") from None
-    return grpc.ssl_server_credentials([pair], root_certificates=roots, require_client_auth=roots is not None)
-
-
 async def start_server(
     db: AsyncDatabase,
     settings: Settings,
@@ -137,21 +128,17 @@ async def start_server(
     pepper: bytes | None = None,
 ) -> tuple[grpc.aio.Server, int, CodeService]:
     """Start the CodeIssuer service on ``listen`` (default settings.codes_listen); returns it and its port."""
-    creds = server_credentials(settings)
-    service = CodeService(db, settings, clock, pepper)
-    await service.ensure_indexes()
-    # No SO_REUSEPORT: a second code issuer on the same port fails to start instead of sharing it.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_CodeIssuerServicer_to_server(CodeIssuerServicer(service), server)
     address = listen or settings.codes_listen
     try:
-        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
-    except RuntimeError:  # grpcio >= 1.60 raises instead of answering 0
-        port = 0
-    if port == 0:
-        raise SettingsError(f"cannot bind the code issuer to {address}")
+        server, port = secure_server(settings, "codes", address, RIGHTS)
+    except OSError:
+        raise SettingsError(f"cannot bind the code issuer to {address}") from None
+    service = CodeService(db, settings, clock, pepper)
+    await service.ensure_indexes()
+    # No SO_REUSEPORT (secure_server): a second code issuer on the same port fails to start.
+    pb_grpc.add_CodeIssuerServicer_to_server(CodeIssuerServicer(service), server)
     await server.start()
-    log.info("code issuer listening", extra={"address": address, "port": port, "tls": creds is not None})
+    log.info("code issuer listening", extra={"address": address, "port": port})
     return server, port, service
 
 

@@ -65,7 +65,7 @@ async def run_matcher(settings: Settings, *, once: bool, interval: float | None 
         await registrations.ensure_indexes(db)
         await contacts.ensure_indexes(db)
         service_time = ServiceTime(settings.time_start_date, Clock(settings.clock_shift_file))
-        async with CryptoClient.from_settings(settings) as crypto:
+        async with CryptoClient.from_settings(settings, "matcher") as crypto:
             worker = Worker(db, crypto, service_time, MatchingConfig.from_settings(settings))
             if once:
                 stats = await worker.run_once()

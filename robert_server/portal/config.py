@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from robert_common import tls
 from robert_common.settings import Settings, SettingsError
 
 from .oidc import load_client_key
@@ -75,7 +76,9 @@ def public_jwks(client_key: bytes) -> dict[str, Any]:
 
 
 def issuer_channel_credentials(settings: Settings) -> Any:
-    """gRPC credentials to the code issuer: TLS with its CA, mutual TLS with a client pair; None: plain."""
+    """gRPC credentials to the code issuer: the ROBERT_PORTAL_CODES_TLS_* files when set (TLS with that CA,
+    mutual TLS with a client pair), else the internal plane's certificate ``portal``; None: plaintext
+    (ROBERT_GRPC_PLAINTEXT, loopback only)."""
     import grpc
 
     ca, cert, key = (
@@ -88,7 +91,10 @@ def issuer_channel_credentials(settings: Settings) -> Any:
             raise SettingsError(
                 "invalid settings:\n  ROBERT_PORTAL_CODES_TLS_CERT and _KEY need ROBERT_PORTAL_CODES_TLS_CA"
             )
-        return None
+        # the internal plane's own mutual TLS, with the portal's certificate (plaintext only on loopback)
+        if tls.check_plaintext(settings, settings.codes_address):
+            return None
+        return tls.channel_credentials(settings, "portal")
     if (cert is None) != (key is None):
         raise SettingsError(
             "invalid settings:\n  ROBERT_PORTAL_CODES_TLS_CERT and ROBERT_PORTAL_CODES_TLS_KEY go together"

@@ -18,6 +18,8 @@ CHANNEL_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
+# With TLS the issuer's certificate must name the service ("codes"), whatever the address (robert_common.tls)
+TLS_OPTIONS = (*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", "codes"))
 
 
 class IssuerUnavailable(Exception):
@@ -40,7 +42,7 @@ class IssuerClient:
         self._timeout = timeout
         # Short reconnect backoff: after an outage the user's "retry" should find the channel back.
         self._channel = (
-            grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+            grpc.aio.secure_channel(address, credentials, options=TLS_OPTIONS)
             if credentials is not None
             else grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         )

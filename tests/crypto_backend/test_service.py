@@ -17,6 +17,7 @@ from crypto_backend import protocol
 from crypto_backend.identities import COLLECTION
 from robert_common.clock import EPOCHS_PER_DAY, date_to_ntp
 from robert_common.rpc import crypto_pb2 as pb
+from robert_common.settings import load_settings
 from robert_server.crypto_client import (
     AuthRequest,
     Bundle,
@@ -306,7 +307,7 @@ async def test_validate_contacts_batch(crypto_service: CryptoService) -> None:
 
     contacts = [valid, foreign, unknown, junk, after_midnight, before_midnight, too_late, wrap]
     contacts += [short_macs, no_hellos, short_ebid]
-    results = await svc.client.validate_contacts(contacts)
+    results = await svc.matcher.validate_contacts(contacts)
     assert [r.status for r in results] == [
         ContactStatus.VALID,
         ContactStatus.FOREIGN_COUNTRY,
@@ -339,12 +340,12 @@ async def test_validate_contacts_batch(crypto_service: CryptoService) -> None:
     assert list(results[7].verdicts) == [HelloVerdict.VALID, HelloVerdict.TIME_MISMATCH]
 
     # a smaller tolerance given by the caller makes the midnight contact undecryptable
-    strict = await svc.client.validate_contacts([after_midnight], hello_tolerance=30)
+    strict = await svc.matcher.validate_contacts([after_midnight], hello_tolerance=30)
     assert strict[0].status == ContactStatus.UNDECRYPTABLE
     # another server country: every contact of ours becomes foreign
-    other = await svc.client.validate_contacts([valid], server_country_code=0x22)
+    other = await svc.matcher.validate_contacts([valid], server_country_code=0x22)
     assert other[0].status == ContactStatus.FOREIGN_COUNTRY and other[0].country_code == 0x21
-    assert await svc.client.validate_contacts([]) == []
+    assert await svc.matcher.validate_contacts([]) == []
 
 
 async def test_validate_contacts_garbage_never_crashes(crypto_service: CryptoService) -> None:
@@ -362,17 +363,17 @@ async def test_validate_contacts_garbage_never_crashes(crypto_service: CryptoSer
                 secrets.token_bytes(5 * n),
             )
         )
-    results = await svc.client.validate_contacts(contacts)
+    results = await svc.matcher.validate_contacts(contacts)
     assert len(results) == 50
     assert all(r.status != ContactStatus.VALID for r in results)
     # ValidateContacts with a country code that does not fit a byte
     with pytest.raises(CryptoError) as info:
-        await svc.client.validate_contacts(contacts[:1], server_country_code=999)
+        await svc.matcher.validate_contacts(contacts[:1], server_country_code=999)
     assert info.value.reason == "BAD_ARGUMENT"
     assert pb.ErrorReason.Value(info.value.reason) == pb.BAD_ARGUMENT
 
 
-async def test_robert_crypto_command(mongo_uri: str, tmp_path) -> None:
+async def test_robert_crypto_command(mongo_uri: str, tmp_path, test_pki) -> None:
     """``robert crypto`` serves from the configured key store and stops cleanly on SIGTERM."""
     import asyncio
     import os
@@ -395,9 +396,11 @@ async def test_robert_crypto_command(mongo_uri: str, tmp_path) -> None:
         "ROBERT_KEYSTORE_PATH": str(store.path),
         "ROBERT_KEYSTORE_PASSPHRASE": "cli test",
         "ROBERT_CRYPTO_LISTEN": f"127.0.0.1:{port}",
+        "ROBERT_GRPC_TLS_DIR": str(test_pki),
     }
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "robert_server.cli", "crypto", env=env)
-    client = CryptoClient(f"127.0.0.1:{port}", timeout=1.0)
+    settings = load_settings(crypto_address=f"127.0.0.1:{port}", crypto_timeout=1.0, grpc_tls_dir=test_pki)
+    client = CryptoClient.from_settings(settings, "api")
     try:
         for _ in range(300):
             try:

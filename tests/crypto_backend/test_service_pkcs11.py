@@ -22,13 +22,13 @@ from tests.fixtures.crypto import DEFAULT_NOW, PAST_KEY_DAYS, CryptoService
 
 @pytest.fixture
 async def hsm_crypto_service(
-    softhsm: SoftHsmToken, db: AsyncDatabase, mongo_uri: str, tmp_path: Path
+    softhsm: SoftHsmToken, db: AsyncDatabase, mongo_uri: str, tmp_path: Path, test_pki: Path
 ) -> AsyncIterator[CryptoService]:
     """The ``crypto_service`` fixture, with its keys in a token instead of a file."""
     clock = ManualClock(DEFAULT_NOW)
     settings = load_settings(
         data_dir=tmp_path, mongodb_uri=mongo_uri, mongodb_database=db.name, crypto_mongodb_database=db.name,
-        crypto_listen="127.0.0.1:0", time_start="20200601",
+        crypto_listen="127.0.0.1:0", time_start="20200601", grpc_tls_dir=test_pki,
     )  # fmt: skip
     keystore = Pkcs11KeyStore.create(softhsm.module, softhsm.label, PIN)
     today = clock.utcnow().date()
@@ -38,15 +38,17 @@ async def hsm_crypto_service(
     server = CryptoServer(settings, clock, keystore, db, auto_rotate=True)
     address = await server.start()
     settings = settings.model_copy(update={"crypto_address": address})
-    client = CryptoClient(address, settings.crypto_timeout)
+    client = CryptoClient.from_settings(settings, "api")  # mutual TLS, as the crypto_service fixture
+    matcher = CryptoClient.from_settings(settings, "matcher")
     try:
         service_time = ServiceTime(settings.time_start_date, clock)
         yield CryptoService(
             address=address, settings=settings, clock=clock, time=service_time,
-            keystore=keystore, client=client, server=server, db=db,  # type: ignore[arg-type]
+            keystore=keystore, client=client, matcher=matcher, server=server, db=db,  # type: ignore[arg-type]
         )  # fmt: skip
     finally:
         await client.close()
+        await matcher.close()
         await server.stop(None)
         keystore.close()
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import grpc
 import pytest
 
 from crypto_backend.keystore import open_keystore
@@ -47,7 +48,11 @@ async def test_robert_up_on_a_pkcs11_token(softhsm: SoftHsmToken, tmp_path: Path
     )  # fmt: skip
     try:
         await _wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
-        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}")
+        tls_dir = tmp_path / "data" / "tls"  # robert up's development certificates (mutual TLS)
+        creds = grpc.ssl_channel_credentials(*(
+            (tls_dir / name).read_bytes() for name in ("ca.pem", "seed.key", "seed.pem")
+        ))  # fmt: skip
+        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}", credentials=creds)
         async with aiohttp.ClientSession() as http:
             phone = Phone(f"http://127.0.0.1:{ports['http']}", key, http=http)
             registered = await phone.register()

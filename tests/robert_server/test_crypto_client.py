@@ -193,12 +193,13 @@ async def test_a_contact_validation_that_breaks_the_contract_raises_crypto_error
 # Run with ``python -O`` (asserts removed) against the real crypto service and the odd one. Prints JSON.
 OPTIMIZED_CHECK = """
 import asyncio, json, sys
+from robert_common.settings import load_settings
 from robert_server.crypto_client import AuthRequest, Bundle, CryptoClient, CryptoError, RequestType
 
-async def main(real, odd, a):
+async def main(real, odd, a, tls_dir):
     out = {"optimize": sys.flags.optimize}
     h = bytes.fromhex
-    async with CryptoClient(real, 10.0) as c:
+    async with CryptoClient(real, 10.0, settings=load_settings(grpc_tls_dir=tls_dir)) as c:  # mutual TLS
         out["key"] = (await c.registration_public_key()).hex()
         reg = await c.create_registration(h(a["spki"]), a["epoch"], a["bundle_days"], a["cc"])
         out["registered"] = [len(reg.id_a), len(reg.sealed_tuples) > 0]
@@ -222,7 +223,7 @@ async def main(real, odd, a):
             out["odd"] = e.reason
     print(json.dumps(out))
 
-asyncio.run(main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
+asyncio.run(main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]))
 """
 
 
@@ -253,6 +254,7 @@ async def test_the_client_works_under_python_optimize(
         svc.address,
         odd_service.address,
         json.dumps(args),
+        str(svc.settings.grpc_tls_dir),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,

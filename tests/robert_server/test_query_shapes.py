@@ -134,7 +134,7 @@ async def test_hot_paths_name_their_key_and_avoid_full_scan_shapes(api_server: A
     crypto = api_server.crypto
     api_server.use_verifier(make_verifier(db, api_server.settings, clock))
     code = await make_code(db, api_server.settings, clock, "short")
-    worker = Worker(db, crypto.client, crypto.time, MatchingConfig(lease_seconds=60))
+    worker = Worker(db, crypto.matcher, crypto.time, MatchingConfig(lease_seconds=60))
     await registrations.ensure_indexes(db)
     await contacts.ensure_indexes(db)
     await worker.run_once()  # today's daily job (scans by design, once a day) done before recording

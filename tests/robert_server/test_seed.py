@@ -22,7 +22,8 @@ async def test_seed_creates_registrations_whose_identities_open(crypto_service: 
     svc = crypto_service
     epoch = svc.epoch_now()
     seen: list[int] = []
-    result = await seed.seed(svc.db, svc.client, 23, epoch, batch=10, in_flight=2, progress=seen.append)
+    assert svc.seed is not None
+    result = await seed.seed(svc.db, svc.seed, 23, epoch, batch=10, in_flight=2, progress=seen.append)
     assert result.registrations == 23 and len(seen) == 3 and max(seen) == 23
     docs = await registrations.collection(svc.db).find({}).to_list()
     id_as = {d["_id"] for d in docs}
@@ -41,8 +42,9 @@ async def test_seed_creates_registrations_whose_identities_open(crypto_service: 
 
 @pytest.mark.parametrize("count", [0, 10_001])
 async def test_bulk_creation_refuses_bad_counts(crypto_service: CryptoService, count: int) -> None:
+    assert crypto_service.seed is not None
     with pytest.raises(CryptoError) as e:
-        await crypto_service.client.create_registrations(count)
+        await crypto_service.seed.create_registrations(count)
     assert e.value.reason == "BAD_ARGUMENT"
     assert await crypto_service.db[IDENTITIES].count_documents({}) == 0
 
@@ -62,6 +64,7 @@ async def test_robert_seed_command_prints_what_it_created(
         "ROBERT_MONGODB_URI": mongo_uri,
         "ROBERT_MONGODB_DATABASE": svc.db.name,
         "ROBERT_CRYPTO_ADDRESS": svc.address,
+        "ROBERT_GRPC_TLS_DIR": str(svc.settings.grpc_tls_dir),  # robert seed presents the certificate `seed`
         "ROBERT_TIME_START": "20200601",
         "ROBERT_LOG_LEVEL": "ERROR",
     }
@@ -80,7 +83,8 @@ async def test_a_failed_batch_is_drawn_again(
     crypto_service: CryptoService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     svc = crypto_service
-    real = svc.client.create_registrations
+    assert svc.seed is not None
+    real = svc.seed.create_registrations
     failures = iter([True])  # the first call times out, as on an overloaded server
 
     async def flaky(count: int, **kw: object) -> list[bytes]:
@@ -88,7 +92,7 @@ async def test_a_failed_batch_is_drawn_again(
             raise CryptoError(grpc.StatusCode.DEADLINE_EXCEEDED, "ERROR_REASON_UNSPECIFIED", "too slow")
         return await real(count, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(svc.client, "create_registrations", flaky)
-    result = await seed.seed(svc.db, svc.client, 12, svc.epoch_now(), batch=5)
+    monkeypatch.setattr(svc.seed, "create_registrations", flaky)
+    result = await seed.seed(svc.db, svc.seed, 12, svc.epoch_now(), batch=5)
     assert result.registrations == 12
     assert await registrations.collection(svc.db).count_documents({}) == 12

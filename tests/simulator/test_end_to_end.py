@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from robert_common.clock import ServiceTime
+from robert_common.tls import channel_credentials
 from robert_server.codes import issuers
 from robert_server.codes.server import start_server
 from robert_server.codes.verifier import StoredCodeVerifier
@@ -34,10 +35,10 @@ async def run_in_process(api_server: Any, scenario: Scenario) -> tuple[Simulatio
     api_server.use_verifier(StoredCodeVerifier(db, settings, clock, pepper))
     token = await issuers.add(db, "simulator", service.now())
     worker = Worker(
-        db, api_server.crypto.client, ServiceTime(settings.time_start_date, clock),
+        db, api_server.crypto.matcher, ServiceTime(settings.time_start_date, clock),
         MatchingConfig.from_settings(settings),
     )  # fmt: skip
-    issuer = GrpcIssuer(f"127.0.0.1:{port}", token)
+    issuer = GrpcIssuer(f"127.0.0.1:{port}", token, credentials=channel_credentials(settings, "issuer-test"))
     matcher_runs = 0
 
     async def run_matcher() -> None:

@@ -36,7 +36,9 @@ async def test_local_system_serves_phones_moves_time_and_stops_cleanly() -> None
             assert (await reporter.register()).status == 201
             assert (await phone.status()).status == 200
             reporter.hear(phone.hello(), rssi=-50)
-            code = await GrpcIssuer(system.codes_address, system.issuer_token()).get_code()
+            code = await GrpcIssuer(
+                system.codes_address, system.issuer_token(), credentials=system.credentials("issuer-test")
+            ).get_code()
             assert (await reporter.report(code)).status == 200
 
             system.shift_clock(3 * 86_400)

@@ -1,107 +1,84 @@
-"""Mutual TLS on the CodeIssuer service (optional): with a client CA set, a client needs a certificate."""
+"""Mutual TLS on the CodeIssuer service: only certificates of the plane's CA named ``issuer-...`` may call
+it, and the bearer token still says which issuer (against the real ``code_issuer`` fixture's server)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pymongo.asynchronous.database import AsyncDatabase
 
 from robert_common.clock import ManualClock
 from robert_common.rpc import codes_pb2 as pb
 from robert_common.rpc import codes_pb2_grpc
 from robert_common.settings import SettingsError, load_settings
-from robert_server.codes import issuers
 from robert_server.codes.server import start_server
-from tests.fixtures.codes import codes_settings_overrides
-
-Pair = tuple[bytes, bytes]  # (certificate PEM, key PEM)
+from tests.fixtures.codes import CodeIssuerHandle, codes_settings_overrides
 
 
-def _cert(
-    name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, *, ca: bool
-) -> tuple:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        san = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-    return cert, key
+def _channel(address: str, pki: Path, name: str | None, ca_dir: Path | None = None) -> grpc.aio.Channel:
+    ca_dir = ca_dir or pki
+    key = (ca_dir / f"{name}.key").read_bytes() if name else None
+    cert = (ca_dir / f"{name}.pem").read_bytes() if name else None
+    creds = grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes(), key, cert)
+    return grpc.aio.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", "codes")])
 
 
-def _pem(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Pair:
-    return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+async def _issue(channel: grpc.aio.Channel, auth: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
+    try:
+        await codes_pb2_grpc.CodeIssuerStub(channel).IssueShortCode(
+            pb.IssueShortCodeRequest(), metadata=auth, timeout=5
+        )
+    except grpc.aio.AioRpcError as e:
+        return e.code()
+    return grpc.StatusCode.OK
 
 
-async def test_mutual_tls_requires_a_client_certificate(
+async def test_only_issuer_certificates_may_call(code_issuer: CodeIssuerHandle, test_pki: Path) -> None:
+    auth = code_issuer.auth()
+    assert await _issue(code_issuer.channel, auth) == grpc.StatusCode.OK  # certificate issuer-test
+    # the certificate admits an issuer; its token still has to say which one
+    assert await _issue(code_issuer.channel, code_issuer.auth("wrong")) == grpc.StatusCode.UNAUTHENTICATED
+    for name in ("api", "matcher", "seed", "crypto"):
+        async with _channel(code_issuer.address, test_pki, name) as channel:
+            assert await _issue(channel, auth) == grpc.StatusCode.PERMISSION_DENIED, name
+    async with _channel(code_issuer.address, test_pki, "portal") as channel:  # short codes, revocation
+        assert await _issue(channel, auth) == grpc.StatusCode.OK
+        stub = codes_pb2_grpc.CodeIssuerStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            request = pb.IssueLongCodesRequest(count=1)
+            await anext(aiter(stub.IssueLongCodes(request, metadata=auth, timeout=5)))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    strangers = [
+        _channel(code_issuer.address, test_pki, None),
+        _channel(code_issuer.address, test_pki, "expired"),
+        _channel(code_issuer.address, test_pki, "api", ca_dir=test_pki / "other-ca"),
+        grpc.aio.insecure_channel(code_issuer.address),
+    ]
+    for channel in strangers:
+        async with channel:
+            assert await _issue(channel, auth) == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_plaintext_only_on_loopback(
     db: AsyncDatabase, tmp_path: Path, codes_clock: ManualClock
 ) -> None:
-    ca = _cert("test CA", None, ca=True)
-    server_cert, server_key = _pem(*_cert("code issuer", ca, ca=False))
-    client_cert, client_key = _pem(*_cert("prostopcovid", ca, ca=False))
-    ca_pem = _pem(*ca)[0]
-    (tmp_path / "server.pem").write_bytes(server_cert)
-    (tmp_path / "server.key").write_bytes(server_key)
-    (tmp_path / "ca.pem").write_bytes(ca_pem)
-    settings = load_settings(
-        data_dir=tmp_path,
-        codes_tls_cert=tmp_path / "server.pem",
-        codes_tls_key=tmp_path / "server.key",
-        codes_tls_client_ca=tmp_path / "ca.pem",
-        **codes_settings_overrides(),
-    )
-    server, port, service = await start_server(db, settings, codes_clock, listen="127.0.0.1:0")
+    settings = load_settings(data_dir=tmp_path, grpc_plaintext=True, **codes_settings_overrides())
+    with pytest.raises(SettingsError, match="loopback"):
+        await start_server(db, settings, codes_clock, listen="0.0.0.0:0")
+    server, port, _ = await start_server(db, settings, codes_clock, listen="127.0.0.1:0")
     try:
-        token = await issuers.add(db, "lab", service.now())
-        auth = (("authorization", f"Bearer {token}"),)
-        good = grpc.ssl_channel_credentials(ca_pem, client_key, client_cert)
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", good) as channel:
-            issued = await codes_pb2_grpc.CodeIssuerStub(channel).IssueShortCode(
-                pb.IssueShortCodeRequest(), metadata=auth
-            )
-            assert issued.code
-        no_client_cert = grpc.ssl_channel_credentials(ca_pem)
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", no_client_cert) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as e:
-                await codes_pb2_grpc.CodeIssuerStub(channel).IssueShortCode(
-                    pb.IssueShortCodeRequest(), metadata=auth, timeout=5
-                )
-            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError):
-                await codes_pb2_grpc.CodeIssuerStub(channel).IssueShortCode(
-                    pb.IssueShortCodeRequest(), metadata=auth, timeout=5
-                )
+            # plaintext reaches the service (the token is checked: no certificate, no rights)
+            assert await _issue(channel, (("authorization", "Bearer x"),)) == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await server.stop(None)
 
 
-async def test_tls_settings_must_be_complete(
+async def test_missing_certificates_stop_start_up(
     db: AsyncDatabase, tmp_path: Path, codes_clock: ManualClock
 ) -> None:
-    settings = load_settings(
-        data_dir=tmp_path, codes_tls_cert=tmp_path / "missing.pem", **codes_settings_overrides()
-    )
-    with pytest.raises(SettingsError):
+    settings = load_settings(data_dir=tmp_path, **codes_settings_overrides())
+    with pytest.raises(SettingsError, match="robert certs init"):
         await start_server(db, settings, codes_clock, listen="127.0.0.1:0")

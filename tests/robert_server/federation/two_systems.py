@@ -46,6 +46,10 @@ class Country:
             "ROBERT_KEYSTORE_AUTO_ROTATE": "true",
             "ROBERT_CLOCK_SHIFT_FILE": str(shift_file),
             "ROBERT_CAPTCHA": "off",
+            # The test drives each country's code issuer and crypto service from outside (robert-sim
+            # --country has no per-country certificates yet): its internal plane runs plaintext, which
+            # robert up allows on loopback addresses only. test_up*.py cover the mutual-TLS plane.
+            "ROBERT_GRPC_PLAINTEXT": "true",
             "ROBERT_STATUS_MIN_EPOCH_GAP": "0",
             "ROBERT_MATCHER_INTERVAL": "0.5",
             "ROBERT_FEDERATION_INTERVAL": "0.5",

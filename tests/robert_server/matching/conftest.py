@@ -83,7 +83,13 @@ class Matching:
 
     def worker(self, on_step: Callable[[str], None] | None = None, owner: str | None = None) -> Worker:
         return Worker(
-            self.db, self.cs.client, self.cs.time, self.config, owner=owner, pick=offset_zero, on_step=on_step
+            self.db,
+            self.cs.matcher,
+            self.cs.time,
+            self.config,
+            owner=owner,
+            pick=offset_zero,
+            on_step=on_step,
         )
 
     def days_ago_epoch(self, days: float) -> int:

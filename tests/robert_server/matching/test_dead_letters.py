@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from typing import Any
 
 import grpc
 import pytest
@@ -115,8 +116,8 @@ class _RefusingCrypto(CryptoProxy):
     fails INTERNAL (as a crash of the service on that contact would), the others are forwarded. Counts
     the calls and the contacts of each."""
 
-    def __init__(self, target: str, poison_ebid: bytes) -> None:
-        super().__init__(target)
+    def __init__(self, target: str, poison_ebid: bytes, settings: Any) -> None:
+        super().__init__(target, settings)
         self.poison = poison_ebid
         self.sizes: list[int] = []
 
@@ -138,10 +139,10 @@ async def test_a_batch_the_crypto_service_refuses_is_split_out_then_parked(match
     e = matching.days_ago_epoch(2)
     report_ids = [await matching.upload(matching.contact(p, e)) for p in phones]
     poison_ebid = matching.cs.ebid(phones[5].id_a, e)
-    gate = _RefusingCrypto(matching.cs.address, poison_ebid)
+    gate = _RefusingCrypto(matching.cs.address, poison_ebid, matching.cs.settings)
     address = await gate.start()
     try:
-        async with CryptoClient(address, 5.0) as crypto:
+        async with CryptoClient(address, 5.0, settings=matching.cs.settings, identity="matcher") as crypto:
             worker = Worker(matching.db, crypto, matching.cs.time, matching.config, pick=lambda o: o[0])
             assert (await worker.run_once()).batches == 7
             assert gate.sizes[0] == 8 and min(gate.sizes) == 1  # the group, halved down to the bad batch

@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -37,13 +38,14 @@ async def test_killed_matcher_process_then_another_worker(
         await matching.upload(*(matching.contact(p, e + k) for p in phones))
     shift = tmp_path / "shift"
     write_clock_shift(shift, matching.cs.clock.now() - time.time())
-    gate = _Gate(matching.cs.address)
+    gate = _Gate(matching.cs.address, matching.cs.settings)
     gate_address = await gate.start()
     env = {
         **os.environ,
         "ROBERT_MONGODB_URI": mongo_uri,
         "ROBERT_MONGODB_DATABASE": matching.db.name,
         "ROBERT_CRYPTO_ADDRESS": gate_address,
+        "ROBERT_GRPC_TLS_DIR": str(matching.cs.settings.grpc_tls_dir),
         "ROBERT_TIME_START": "20200601",
         "ROBERT_CLOCK_SHIFT_FILE": str(shift),
         "ROBERT_MATCHER_LEASE_SECONDS": "60",
@@ -95,6 +97,7 @@ async def test_continuous_matcher_processes_uploads_and_stops_on_sigterm(
         "ROBERT_MONGODB_URI": mongo_uri,
         "ROBERT_MONGODB_DATABASE": matching.db.name,
         "ROBERT_CRYPTO_ADDRESS": matching.cs.address,
+        "ROBERT_GRPC_TLS_DIR": str(matching.cs.settings.grpc_tls_dir),
         "ROBERT_TIME_START": "20200601",
         "ROBERT_CLOCK_SHIFT_FILE": str(shift),
         "ROBERT_LOG_LEVEL": "ERROR",
@@ -125,8 +128,8 @@ async def _leased(matching: Matching) -> int:
 class _Gate(CryptoProxy):
     """Forwards ValidateContacts to the real crypto service, except the second call, which it holds."""
 
-    def __init__(self, target: str) -> None:
-        super().__init__(target)
+    def __init__(self, target: str, settings: Any) -> None:
+        super().__init__(target, settings)
         self.calls = 0
         self.holding = asyncio.Event()
 

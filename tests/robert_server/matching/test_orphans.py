@@ -32,7 +32,7 @@ async def test_orphans_older_than_the_grace_are_deleted_by_the_daily_job(crypto_
     old_orphans = [await new_identity(cs, False) for _ in range(4)]  # the outage's leftovers
     cs.clock.advance(DAY + 60)
     recent_orphan = await new_identity(cs, False)  # may be a registration in flight: left alone
-    worker = Worker(cs.db, cs.client, cs.time, MatchingConfig(orphan_grace_seconds=DAY))
+    worker = Worker(cs.db, cs.matcher, cs.time, MatchingConfig(orphan_grace_seconds=DAY))
     assert await worker.daily_maintenance()
     left = await identities(cs)
     assert left == {*kept, recent_orphan}
@@ -44,7 +44,7 @@ async def test_pages_are_walked_whole(crypto_service) -> None:
     kept = [await new_identity(cs, True) for _ in range(25)]
     orphans = [await new_identity(cs, False) for _ in range(5)]
     cs.clock.advance(60)
-    result = await delete_orphan_identities(cs.db, cs.client, cs.clock.now(), page=7)
+    result = await delete_orphan_identities(cs.db, cs.matcher, cs.clock.now(), page=7)
     assert (result.scanned, result.deleted, result.stopped) == (30, 5, False)
     assert await identities(cs) == set(kept)
     assert not set(orphans) & await identities(cs)
@@ -58,7 +58,7 @@ async def test_a_wrong_database_stops_the_pass_before_deleting(crypto_service, m
     cs.clock.advance(60)
     empty = cs.db.client[cs.db.name + "_x"]
     try:
-        result = await delete_orphan_identities(empty, cs.client, cs.clock.now())
+        result = await delete_orphan_identities(empty, cs.matcher, cs.clock.now())
     finally:
         await cs.db.client.drop_database(empty.name)
     assert result.stopped and result.deleted == 0
@@ -71,6 +71,6 @@ async def test_the_crypto_service_lists_only_old_identities_in_order(crypto_serv
     cutoff = cs.clock.now() + 1
     cs.clock.advance(10)
     await new_identity(cs, False)
-    listed = await cs.client.list_identities(b"", cutoff, 100)
+    listed = await cs.matcher.list_identities(b"", cutoff, 100)
     assert listed == sorted(first)
-    assert await cs.client.list_identities(listed[0], cutoff, 1) == [listed[1]]
+    assert await cs.matcher.list_identities(listed[0], cutoff, 1) == [listed[1]]

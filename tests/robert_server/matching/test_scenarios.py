@@ -31,7 +31,7 @@ class World:
         self.api = api
         self.http = http
         self.clock = api.clock
-        self.worker = Worker(api.db, api.crypto.client, api.crypto.time, MatchingConfig(), pick=offset_zero)
+        self.worker = Worker(api.db, api.crypto.matcher, api.crypto.time, MatchingConfig(), pick=offset_zero)
 
     async def phone(self) -> Any:
         p = self.api.phone(self.http)

@@ -20,11 +20,11 @@ from robert_server.portal.sessions import COLLECTION as SESSIONS
 
 
 @pytest.fixture
-async def app_url(db, tmp_path) -> AsyncIterator[str]:
+async def app_url(db, tmp_path, test_pki) -> AsyncIterator[str]:
     settings = load_settings(
         data_dir=tmp_path, portal_public_url="http://localhost:1", portal_issuer_token="t" * 32,
         portal_oidc_issuer=f"http://127.0.0.1:{free_port()}", portal_oidc_timeout=0.5,
-        codes_address=f"127.0.0.1:{free_port()}", mongodb_database=db.name,
+        codes_address=f"127.0.0.1:{free_port()}", mongodb_database=db.name, grpc_tls_dir=test_pki,
     )  # fmt: skip
     app = create_app(settings, clock=ManualClock(time.time()), db=db, config=load_config(settings))
     runner = web.AppRunner(app, access_log=None)
