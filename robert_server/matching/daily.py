@@ -1,8 +1,8 @@
 """The daily matching job (PROTOCOL.md 9), run once a day (service clock) by one worker.
 
 Purges exposure epochs older than the contagious period, clears at-risk flags 7 days after the last
-contact, counts both, recounts the ``usersAtRisk`` gauge and deletes orphan identities. Which worker runs
-it is decided by a claim in :mod:`.state`.
+contact, counts both, recounts the ``usersAtRisk`` gauge, purges expired captchas and deletes orphan
+identities. Which worker runs it is decided by a claim in :mod:`.state`.
 
 The registrations are visited in one walk in ``_id`` order (:func:`registrations.walk`), a page of
 ``daily_page`` at a time, each page a short query whatever the collection's size (filters on ``at_risk``
@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from robert_server import kpis, registrations
+from robert_server import captcha, kpis, registrations
 from robert_server.crypto_client import CryptoClient, CryptoError
 from robert_server.matching import orphans, risk, state
 from robert_server.matching.context import PassContext
@@ -58,6 +58,7 @@ async def run_daily(ctx: PassContext, crypto: CryptoClient | None = None) -> boo
             log.warning("daily job taken over by another worker; stopped")
             return False
         await recount_gauges(ctx, sweep)
+        captchas = await captcha.purge_expired(ctx.db, ctx.time.clock.utcnow(), ctx.config.daily_page)
         if crypto is not None:
             await reconcile_identities(ctx, crypto)
         await state.finish_daily(ctx.db, today)
@@ -67,6 +68,7 @@ async def run_daily(ctx: PassContext, crypto: CryptoClient | None = None) -> boo
             "exposures_purged": sweep.purged,
             "risks_cleared": sweep.cleared,
             "pages": sweep.pages,
+            "captchas_purged": captchas,
         },
     )
     return True

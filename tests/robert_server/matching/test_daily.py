@@ -2,7 +2,7 @@
 
 Pages of 3 registrations over 14: the purge of old exposure epochs, the clear of expired risks and the
 ``usersAtRisk`` recount must come out the same as over one query, and a job killed between two pages
-must be taken up where it stopped, counting nothing twice.
+must be taken up where it stopped, counting nothing twice. The daily job also purges expired captchas.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from robert_server import kpis, registrations
+from robert_server import captcha, kpis, registrations
+from robert_server.captcha import BuiltinCaptcha
 from robert_server.matching import state
 from tests.robert_server.matching.conftest import LEASE, Matching
 
@@ -97,3 +98,15 @@ async def test_a_daily_job_killed_between_pages_is_taken_up_where_it_stopped(mat
     # the dead worker, were it still running, may not write its progress over the new owner's
     lease = matching.cs.clock.utcnow()
     assert not await state.save_daily_progress(matching.db, matching.today(), "dead", ids[-1], lease)
+
+
+async def test_the_daily_job_purges_expired_captchas(matching: Matching) -> None:
+    paged(matching)
+    challenges = BuiltinCaptcha(matching.db, matching.cs.clock, ttl=300)
+    for _ in range(2 * PAGE + 1):  # several pages of challenges left unanswered
+        await challenges.create("IMAGE", "fr", answer="ABCDEF")
+    matching.advance(301)
+    fresh = await challenges.create("IMAGE", "fr", answer="ABCDEF")
+    assert await matching.worker().daily_maintenance()
+    left = [d["_id"] async for d in matching.db[captcha.COLLECTION].find({}, {"_id": 1})]
+    assert left == [fresh]
