@@ -197,9 +197,8 @@ class IdentityStore:
 
         ``_id`` first in the filter: a range scan of the id index, a page at a time.
         """
-        query: dict = {"_id": {"$gt": after}} if after else {}
-        query["created_at"] = {"$lt": before}
-        cursor = self.collection.find(query, {"_id": 1}).sort("_id", 1).limit(limit)
+        query = {"_id": {"$gt": after}, "created_at": {"$lt": before}}  # every id_A is after b""
+        cursor = self.collection.find(query, {"_id": 1}).sort("_id", 1).hint([("_id", 1)]).limit(limit)
         return [bytes(d["_id"]) async for d in cursor]
 
 

@@ -342,6 +342,18 @@ class Settings(BaseSettings):
     matcher_risk_page: int = Field(
         500, ge=1, description="Registrations read and written per risk-evaluation round"
     )
+    matcher_daily_page: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Registrations (and captchas) read per `_id`-ordered page by the daily job's walk",
+    )
+    matcher_daily_pause: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="Seconds the daily job waits between two pages (leaves the database to the hot paths)",
+    )
     matcher_max_attempts: int = Field(
         5, ge=1, description="Failed attempts at a contact batch before it is parked as a dead letter"
     )

@@ -36,6 +36,7 @@ from pymongo.errors import PyMongoError
 from yarl import URL
 
 from robert_common.clock import Clock
+from robert_common.mongo import id_chunks
 from robert_common.settings import Settings
 
 log = logging.getLogger("robert.captcha")
@@ -144,11 +145,30 @@ class BuiltinCaptcha:
         return hmac.compare_digest(doc["answer_hash"], _hash(doc["salt"], answer))
 
     async def purge_expired(self) -> int:
-        result = await self.db[COLLECTION].delete_many({"expires_at": {"$lte": self.clock.utcnow()}})
-        return result.deleted_count
+        return await purge_expired(self.db, self.clock.utcnow())
 
     async def close(self) -> None:
         return None
+
+
+async def purge_expired(db: AsyncDatabase, now: dt.datetime, page: int = 1000) -> int:
+    """Delete the challenges expired at ``now``; how many. Run by the matcher's daily job.
+
+    An ``_id``-ordered walk of the collection, ``page`` challenges (only ``expires_at``) per query, the
+    expired ones deleted by chunks of ids: no query filters on ``expires_at``, which has no index (see
+    :meth:`BuiltinCaptcha.ensure_indexes`) and would scan the collection in one query."""
+    coll = db[COLLECTION]
+    after, deleted = "", 0  # every id (hex) sorts after the empty string
+    while True:
+        cursor = coll.find({"_id": {"$gt": after}}, {"expires_at": 1}).sort("_id", 1)
+        docs = await cursor.hint([("_id", 1)]).limit(page).to_list()
+        expired = [d["_id"] for d in docs if d.get("expires_at") is None or d["expires_at"] <= now]
+        for chunk in id_chunks(expired):
+            result = await coll.delete_many({"_id": {"$in": chunk}})
+            deleted += result.deleted_count
+        if len(docs) < page:
+            return deleted
+        after = docs[-1]["_id"]
 
 
 # Ids of the deployed captcha server, as of the builtin one: 32 hexadecimal digits (128 random bits).

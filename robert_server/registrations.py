@@ -418,21 +418,73 @@ async def written_by_run(db: AsyncDatabase, id_as: list[bytes], run_id: str) -> 
     return {d["_id"] for d in await find_by_ids(collection(db), id_as, {"_id": 1}, also={"risk_run": run_id})}
 
 
-async def _pages(cursor: Any, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
-    """The documents of ``cursor``, ``batch`` at a time."""
-    page: list[dict[str, Any]] = []
-    async for doc in cursor:
-        page.append(doc)
-        if len(page) == batch:
+# --- the daily job's walk (issue 12) -----------------------------------------------------------
+# The daily job visits every registration. A filter on a field without an index (``at_risk``,
+# ``exposures``) is one query as long as the collection (45-52 s at 1 M on SecantusDB, past the client's
+# 30 s socket timeout); instead the job walks the collection in ``_id`` order, a page at a time, each
+# page one short query that names the shard key, and filters in Python.
+
+FIRST = b""  # every id_A (5 bytes) sorts after the empty binary: the start of a walk
+DAILY_FIELDS = {
+    "exposures": 1,
+    "at_risk": 1,
+    "last_contact_ntp": 1,
+    "kpi_pending": 1,
+    "kpi_run": 1,
+    "kpi_counts": 1,
+}
+GAUGE_FIELDS = {"at_risk": 1, "kpi_pending": 1, "kpi_run": 1, "kpi_counts": 1}
+
+
+async def page_after(
+    db: AsyncDatabase, after: bytes, size: int, fields: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The next ``size`` registrations after id_A ``after`` (:data:`FIRST`: from the start), in ``_id``
+    order, with only ``fields``: one page of a walk over the whole collection.
+
+    ``{_id: {$gt: after}}`` sorted and limited on ``_id``: an index scan of ``size`` keys on MongoDB
+    (and a range of one shard). The hint keeps SecantusDB 0.7.0b3 from sorting the matches in Python: it
+    serves an ``_id`` range by walking the collection, so there a page costs one scan (BENCHMARKS.md)."""
+    cursor = (
+        collection(db)
+        .find({"_id": {"$gt": after}}, fields)
+        .sort("_id", ASCENDING)
+        .hint([("_id", ASCENDING)])
+        .limit(size)
+    )
+    return await cursor.to_list()
+
+
+async def walk(
+    db: AsyncDatabase, size: int, fields: dict[str, Any], after: bytes = FIRST
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every registration after ``after``, :func:`page_after` by page."""
+    while True:
+        page = await page_after(db, after, size, fields)
+        if page:
             yield page
-            page = []
-    if page:
-        yield page
+        if len(page) < size:
+            return
+        after = page[-1]["_id"]
 
 
-def iter_at_risk(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every at-risk registration, ``batch`` at a time, for the daily reset of the flag (a daily scan)."""
-    return _pages(collection(db).find({"at_risk": True}, {"last_contact_ntp": 1}), batch)
+def at_risk_counted(doc: dict[str, Any], counted: set[str]) -> bool:
+    """Whether ``doc`` (read with :data:`GAUGE_FIELDS`) is at risk and its ``usersAtRisk`` count is in the
+    gauge whose counted runs are ``counted``.
+
+    A risk write that put a registration at risk carries its +1 in the KPI outbox (``kpi_pending``) until
+    it is settled; those whose key (:func:`kpi_key`, or their run, as counted before keys were per
+    document) is not in ``counted`` are left out, or a recount made between the write and its settling
+    would count them twice."""
+    if not doc.get("at_risk"):
+        return False
+    uncounted = (
+        doc.get("kpi_pending")
+        and (doc.get("kpi_counts") or {}).get("usersAtRisk") == 1
+        and kpi_key(doc) not in counted
+        and doc.get("kpi_run") not in counted
+    )
+    return not uncounted
 
 
 async def clear_risks(db: AsyncDatabase, docs: list[dict[str, Any]]) -> int:
@@ -448,11 +500,6 @@ async def clear_risks(db: AsyncDatabase, docs: list[dict[str, Any]]) -> int:
         return 0
     result = await collection(db).bulk_write(ops, ordered=False)
     return result.modified_count
-
-
-def iter_exposed(db: AsyncDatabase, batch: int) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every registration with exposures, ``batch`` at a time: for the daily purge (a scan, once a day)."""
-    return _pages(collection(db).find({"exposures": {"$ne": {}}}, {"exposures": 1}), batch)
 
 
 async def drop_exposure_epochs(db: AsyncDatabase, expired: dict[bytes, list[int]]) -> int:
@@ -473,25 +520,11 @@ async def count_at_risk(db: AsyncDatabase) -> int:
     return await collection(db).count_documents({"at_risk": True})
 
 
-async def count_at_risk_counted(db: AsyncDatabase, counted: list[str] | None) -> int:
-    """Registrations at risk whose ``usersAtRisk`` count is in the gauge, for the daily recount.
-
-    A risk write that put a registration at risk carries its +1 in the KPI outbox (``kpi_pending``) until
-    it is settled; those whose key (:func:`kpi_key`, or their run, as counted before keys were per
-    document) is not in ``counted`` are left out, or a recount made between the write and its settling
-    would count them twice. One pass over the collection (daily; ``at_risk`` has no index): each document
-    is read whole, so a settlement that lands meanwhile changes ``counted`` and the caller's
-    compare-and-set retries.
-    """
+async def count_at_risk_counted(db: AsyncDatabase, counted: list[str] | None, page: int = 1000) -> int:
+    """Registrations at risk whose ``usersAtRisk`` count is in the gauge (:func:`at_risk_counted`), by an
+    ``_id``-ordered walk (:func:`walk`): the daily recount."""
     seen = set(counted or [])
-    fields = {"kpi_pending": 1, "kpi_run": 1, "kpi_counts": 1}
     n = 0
-    async for doc in collection(db).find({"at_risk": True}, fields).batch_size(1000):
-        uncounted = (
-            doc.get("kpi_pending")
-            and (doc.get("kpi_counts") or {}).get("usersAtRisk") == 1
-            and kpi_key(doc) not in seen
-            and doc.get("kpi_run") not in seen
-        )
-        n += 0 if uncounted else 1
+    async for docs in walk(db, page, GAUGE_FIELDS):
+        n += sum(1 for d in docs if at_risk_counted(d, seen))
     return n

@@ -35,6 +35,8 @@ class MatchingConfig:
     claim_batches: int = 8  # batches claimed, validated and written together (at most APPLIED_BATCHES_KEPT)
     orphan_grace_seconds: float = 24 * 3600.0  # identities without a registration: deleted after this
     max_attempts: int = 5  # failed attempts at a batch before it is parked (robert_server.dead_letters)
+    daily_page: int = 1000  # registrations per page of the daily job's _id-ordered walk
+    daily_pause: float = 0.0  # seconds between two pages of that walk
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MatchingConfig:
@@ -48,6 +50,8 @@ class MatchingConfig:
             validate_timeout=max(settings.crypto_timeout * 30, 30.0),
             orphan_grace_seconds=settings.identity_orphan_grace_hours * 3600,
             max_attempts=settings.matcher_max_attempts,
+            daily_page=settings.matcher_daily_page,
+            daily_pause=settings.matcher_daily_pause,
         )
 
 

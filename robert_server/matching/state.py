@@ -10,6 +10,8 @@ Document::
     done_day      str | None   ISO date of the last day whose job finished (service clock)
     lease_until   datetime     a finished or never-claimed job has a lease in the past
     owner         str          the worker that claimed it last
+    progress_day  str          (while a job runs) the day whose registrations walk has reached ``after``
+    after         bytes        the last id_A whose page is done: a job taken up again goes on from there
 """
 
 from __future__ import annotations
@@ -44,8 +46,32 @@ async def claim_daily(
     return result.modified_count == 1
 
 
+async def daily_progress(db: AsyncDatabase, today: dt.date) -> bytes | None:
+    """Where today's walk of the registrations stopped (the last id_A done), or None: not started today."""
+    doc = await collection(db).find_one({"_id": DAILY}, {"progress_day": 1, "after": 1})
+    if doc is None or doc.get("progress_day") != today.isoformat():
+        return None
+    return bytes(doc["after"])
+
+
+async def save_daily_progress(
+    db: AsyncDatabase, today: dt.date, owner: str, after: bytes, lease_until: dt.datetime
+) -> bool:
+    """Record that today's walk is done up to ``after`` and extend the lease, only while ``owner`` still
+    holds the job (False: another worker took it over, this one stops)."""
+    result = await collection(db).update_one(
+        {"_id": DAILY, "owner": owner, "done_day": {"$ne": today.isoformat()}},
+        {"$set": {"progress_day": today.isoformat(), "after": after, "lease_until": lease_until}},
+    )
+    return result.matched_count == 1
+
+
 async def finish_daily(db: AsyncDatabase, today: dt.date) -> None:
     """Today's job is done: no other worker claims it again today; the lease is released."""
     await collection(db).update_one(
-        {"_id": DAILY}, {"$set": {"done_day": today.isoformat(), "lease_until": UNCLAIMED}}
+        {"_id": DAILY},
+        {
+            "$set": {"done_day": today.isoformat(), "lease_until": UNCLAIMED},
+            "$unset": {"progress_day": "", "after": ""},
+        },
     )

@@ -11,6 +11,11 @@ again), fails the test if a hot-path command:
 - has an ``$in`` of more than 25 values (its cost grows with the square of the list: chunk it);
 - reads or writes a sharded collection without naming its shard key (``_id``): on a sharded cluster it
   would go to every shard. The only exceptions are the per-pass outbox scans of :data:`BROADCAST`.
+
+The matcher's daily job visits every registration (and captcha, and identity): each of its reads must be
+one page of an ``_id``-ordered walk (``{_id: {$gt: last}}`` sorted on ``_id`` with a limit) or a read by
+ids, never a filter on another field alone nor a count: on SecantusDB such a query over 1 M registrations
+answered after 44-52 s, past the client's socket timeout (:func:`daily_violations`).
 """
 
 from __future__ import annotations
@@ -88,6 +93,33 @@ def violations(name: str, coll: str, command: dict[str, Any]) -> list[str]:
     return out
 
 
+WALKED = {"registrations", "captchas", "identities"}  # the collections the daily job goes over whole
+DAILY_MAX_PAGE = 10_000
+
+
+def daily_violations(name: str, coll: str, command: dict[str, Any]) -> list[str]:
+    """What is wrong with one command of the daily job: :func:`violations`, and every read of a walked
+    collection is an ``_id`` page (``$gt``, sorted on ``_id``, limited) or a read by ids."""
+    out = violations(name, coll, command)
+    if coll not in WALKED:
+        return out
+    if name in ("count", "distinct", "aggregate"):
+        return [*out, f"{coll}: {name} in the daily job (a scan in one query)"]
+    if name != "find":
+        return out
+    f = command.get("filter") or {}
+    by_id = f.get("_id")
+    if not f or next(iter(f)) != "_id":
+        return [*out, f"{coll}: daily read not by _id: {list(f)}"]
+    if isinstance(by_id, dict) and "$gt" in by_id:
+        limit = command.get("limit") or 0
+        if dict(command.get("sort") or {}) != {"_id": 1} or not 0 < abs(limit) <= DAILY_MAX_PAGE:
+            out.append(f"{coll}: _id range without sort on _id and a limit: {command}")
+    elif isinstance(by_id, dict) and set(by_id) - {"$in", "$eq"}:
+        out.append(f"{coll}: daily read by {set(by_id)} of _id")
+    return out
+
+
 def test_the_checker_flags_each_bad_shape() -> None:
     """The checker itself: each rule fires on its bad shape and not on the good one."""
     ids = list(range(IN_CHUNK + 1))
@@ -109,6 +141,27 @@ def test_the_checker_flags_each_bad_shape() -> None:
     ]
     for name, coll, command in good:
         assert not violations(name, coll, command), (name, coll, command)
+    page = {"filter": {"_id": {"$gt": b"a"}}, "sort": {"_id": 1}, "limit": 1000}
+    bad_daily = [
+        ("find", "registrations", {"filter": {"at_risk": True}}),
+        ("find", "registrations", {"filter": {"exposures": {"$ne": {}}}}),
+        ("find", "registrations", {"filter": {"_id": {"$gt": b"a"}}}),  # no sort, no limit
+        ("find", "registrations", {**page, "sort": {"at_risk": 1}}),
+        ("find", "captchas", {"filter": {"expires_at": {"$lte": 1}}}),
+        ("find", "identities", {"filter": {"created_at": {"$lt": 1}}, "sort": {"_id": 1}, "limit": 500}),
+        ("count", "registrations", {"query": {"_id": {"$gt": b"a"}}}),
+    ]
+    for name, coll, command in bad_daily:
+        assert daily_violations(name, coll, command), (name, coll, command)
+    good_daily = [
+        ("find", "registrations", page),
+        ("find", "identities", {**page, "filter": {"_id": {"$gt": b""}, "created_at": {"$lt": 1}}}),
+        ("find", "registrations", {"filter": {"_id": {"$in": ids[:IN_CHUNK]}}}),
+        ("update", "registrations", {"updates": [{"q": {"_id": b"a", "at_risk": True}}]}),
+        ("update", "matching_state", {"updates": [{"q": {"_id": "daily", "owner": "w"}}]}),
+    ]
+    for name, coll, command in good_daily:
+        assert not daily_violations(name, coll, command), (name, coll, command)
 
 
 recorder = CommandRecorder()
@@ -188,5 +241,33 @@ async def test_hot_paths_name_their_key_and_avoid_full_scan_shapes(api_server: A
 
     problems = [
         f"{name} {coll}: {v}" for name, coll, command in seen for v in violations(name, coll, command)
+    ]
+    assert not problems, "\n".join(problems)
+
+    # The next day's daily job, over several pages, with a risk to clear and captchas to purge.
+    one = await registrations.collection(db).find_one({}, {"_id": 1})
+    assert one is not None
+    await registrations.collection(db).update_one({"_id": one["_id"]}, {"$set": {"at_risk": True}})
+    await captcha.create("IMAGE", "fr", answer="ABCDEF")
+    clock.advance(86_400)
+    daily = Worker(db, crypto.client, crypto.time, MatchingConfig(lease_seconds=60, daily_page=7))
+    recorder.active = True
+    assert await daily.daily_maintenance()
+    recorder.active = False
+    seen = recorder.take()
+    touched = {(name, coll) for name, coll, _ in seen}
+    for expected in [
+        ("find", "registrations"),
+        ("update", "registrations"),
+        ("find", "captchas"),
+        ("delete", "captchas"),
+        ("find", "identities"),
+        ("update", "matching_state"),
+    ]:
+        assert expected in touched, f"the daily job sent no {expected[0]} to {expected[1]}"
+    pages = [c for name, coll, c in seen if (name, coll) == ("find", "registrations")]
+    assert len(pages) >= 5  # 30 registrations and more, 7 a page
+    problems = [
+        f"{name} {coll}: {v}" for name, coll, command in seen for v in daily_violations(name, coll, command)
     ]
     assert not problems, "\n".join(problems)
