@@ -59,6 +59,7 @@ KILL_WITHIN = 0.05  # seconds after the round's kill_after-th request
 GAP_EPOCHS = 2  # ROBERT_STATUS_MIN_EPOCH_GAP
 VICTIMS = {"api": "cli api", "crypto": "cli crypto", "matcher": "cli matcher", "database": "secantus"}
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=15)
+RETRY_FOR = 90  # seconds a phone keeps retrying a request whose answers are lost
 LOST = -1  # the status recorded for a connection error or a timeout
 
 
@@ -100,17 +101,29 @@ async def _call(kind: str, run: Run, request) -> ApiResponse | None:  # type: ig
     return r
 
 
-async def _register(run: Run, phone: Phone) -> None:
+def _retry_or_fail(what: str, r: ApiResponse | None, since: float) -> None:
+    """After an answer that is not the one wanted: retried (after a short pause) when it was lost or a
+    5xx, for at most RETRY_FOR seconds; any other answer fails the test at once."""
+    assert r is None or r.status >= 500, f"{what}: {r.status} {r.body}"
+    assert asyncio.get_running_loop().time() - since < RETRY_FOR, (
+        f"{what}: still no answer after {RETRY_FOR} s"
+    )
+
+
+async def _register(run: Run, index: int, phone: Phone) -> None:
+    since = asyncio.get_running_loop().time()
     while not phone.registered:
         r = await _call("register", run, phone.register)
         if r is None or r.status != 201:
+            _retry_or_fail(f"register of phone {index}", r, since)
             await asyncio.sleep(0.3)
 
 
 async def _poll_once_this_round(run: Run, index: int, phone: Phone, round_: int, delay: float) -> None:
     """(Register, then) poll until a 200: a failed poll is retried at once (the next allowed attempt)."""
     await asyncio.sleep(delay)
-    await _register(run, phone)
+    await _register(run, index, phone)
+    since = asyncio.get_running_loop().time()
     while True:
         r = await _call("status", run, phone.status)
         if r is not None and r.status == 200:
@@ -118,14 +131,17 @@ async def _poll_once_this_round(run: Run, index: int, phone: Phone, round_: int,
         if r is not None and r.status == 400 and "too soon" in str(r.body):
             run.lockouts.append(f"round {round_}: phone {index} refused as too soon before any answer")
             return
+        _retry_or_fail(f"round {round_}: status of phone {index}", r, since)
         await asyncio.sleep(0.3)
 
 
 async def _code(run: Run) -> str:
+    since = asyncio.get_running_loop().time()
     while True:
         try:
             return await run.issuer.get_code()
         except BackendError:  # the database is down: the doctor tries again
+            _retry_or_fail("code issuer", None, since)
             await asyncio.sleep(0.5)
 
 
@@ -136,11 +152,15 @@ async def _report(run: Run, report: Report, delay: float) -> None:
     phone = run.phones[report.reporter]
     lost_at: float | None = None
     loop = asyncio.get_running_loop()
+    since = loop.time()
     while True:
         r = await _call("report", run, lambda: phone.report(report.code))
         report.answers.append(LOST if r is None else r.status)
         if r is not None and r.status == 200:
             return
+        _retry_or_fail(
+            f"report of phone {report.reporter}", None if r is not None and r.status == 401 else r, since
+        )
         if r is None or r.status >= 500:
             lost_at = lost_at or loop.time()
         elif r.status == 401 and lost_at is not None:
@@ -355,6 +375,7 @@ async def test_chaos_nothing_lost_nothing_twice_no_phone_locked_out(tmp_path: Pa
             up.kill()
             up.wait()
         log_file.close()
+        print("robert up log:", log_path.read_text(errors="replace")[-4000:])  # shown if the test fails
     restarted = log_path.read_text(errors="replace").count('"component restarted"')
     assert restarted >= len(kills), log_path.read_text(errors="replace")[-3000:]
 
