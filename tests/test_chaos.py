@@ -352,13 +352,16 @@ async def test_chaos_nothing_lost_nothing_twice_no_phone_locked_out(tmp_path: Pa
             for epoch, score in want.items():
                 assert got[epoch] == pytest.approx(score, rel=1e-9), f"phone {t} epoch {epoch}"
 
+        kpis_now = await kpis.report(db)
         print(  # the figures of the run (pytest -s)
             f"chaos: kills {kills};",
             *(f"{kind} {dict(sorted(Counter(codes).items()))};" for kind, codes in run.answers.items()),
             f"reports {len(run.reports)}, accepted {len(accepted)}, stored {len(applied_anywhere)};",
+            f"HELLOs {expected_hellos}, contacts {expected_contacts}; KPIs",
+            {k: v for k, v in kpis_now.items() if v},
         )
         # KPIs: each counted at most once (never more than what was stored and matched).
-        totals = await kpis.report(db)
+        totals = kpis_now
         stored = len(applied_anywhere)
         assert len(accepted) <= stored <= len(run.reports)
         assert 0 < totals["reports"] <= stored, totals
