@@ -32,7 +32,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crypto_backend.keystore import KeyStore, KeyStoreError
-from robert_common.mongo import find_by_ids
+from robert_common.mongo import durable, find_by_ids
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ class IdentityStore:
             id_a = new_id_a()
             version, sealed = self.keystore.seal(k_mac + k_tuples, id_a)
             doc = {"_id": id_a, "keys": sealed, "kek_version": version, "created_at": now}
-            try:
-                await self.collection.insert_one(doc)
+            try:  # journaled: the phone is answered 201 (robert_common.mongo.durable)
+                await durable(self.collection).insert_one(doc)
             except DuplicateKeyError:
                 continue
             return id_a

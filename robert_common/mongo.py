@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pymongo import AsyncMongoClient, MongoClient, monitoring
+from pymongo import AsyncMongoClient, MongoClient, WriteConcern, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -79,6 +79,16 @@ def mongo_client(
         uuidRepresentation="standard",
         tz_aware=True,
     )
+
+
+def durable(coll: AsyncCollection) -> AsyncCollection:
+    """``coll`` with ``j: true`` added to its write concern, for the writes whose success is told to someone
+    outside the system: a phone's registration, report, unregistration, a code handed to a doctor. Without
+    it the database acknowledges a write before its journal reaches the disk (or, for SecantusDB, even the
+    operating system), and a database killed right after loses the last milliseconds of acknowledged
+    writes (tests/robert_common/test_durable_writes.py). Writes only the system itself relies on need no
+    more: what a crash loses is always the end of the journal, and those writes are re-run (matching)."""
+    return coll.with_options(write_concern=WriteConcern(**{**coll.write_concern.document, "j": True}))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

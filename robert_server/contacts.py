@@ -38,7 +38,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from robert_common.mongo import IN_CHUNK, find_by_ids, id_chunks
+from robert_common.mongo import IN_CHUNK, durable, find_by_ids, id_chunks
 
 COLLECTION = "contacts"
 BATCH_SIZE = 100
@@ -127,7 +127,7 @@ async def store_packed(
     if not docs:
         return 0
     try:
-        await collection(db).insert_many(docs, ordered=False)
+        await durable(collection(db)).insert_many(docs, ordered=False)  # the phone is answered 200
     except BulkWriteError as e:
         if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
             raise  # anything but "already stored" is a real failure

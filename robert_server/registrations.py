@@ -36,7 +36,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from robert_common.mongo import find_by_ids, id_chunks
+from robert_common.mongo import durable, find_by_ids, id_chunks
 
 COLLECTION = "registrations"
 
@@ -74,7 +74,7 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
 
 
 async def create(db: AsyncDatabase, id_a: bytes, epoch_id: int, push_info: dict[str, Any] | None) -> None:
-    await collection(db).insert_one(_new(id_a, epoch_id, push_info))
+    await durable(collection(db)).insert_one(_new(id_a, epoch_id, push_info))  # answered 201
 
 
 async def create_many(db: AsyncDatabase, id_as: Sequence[bytes], epoch_id: int) -> None:
@@ -107,7 +107,7 @@ async def get(db: AsyncDatabase, id_a: bytes) -> dict[str, Any] | None:
 
 
 async def delete(db: AsyncDatabase, id_a: bytes) -> bool:
-    result = await collection(db).delete_one({"_id": id_a})
+    result = await durable(collection(db)).delete_one({"_id": id_a})  # the phone is told it is gone
     return result.deleted_count == 1
 
 
@@ -125,7 +125,7 @@ async def claim_request_time(db: AsyncDatabase, id_a: bytes, kind: str, ntp_time
 
 async def clear_exposures(db: AsyncDatabase, id_a: bytes) -> bool:
     """/deleteExposureHistory: forget every exposure of this phone."""
-    result = await collection(db).update_one(
+    result = await durable(collection(db)).update_one(
         {"_id": id_a}, {"$set": {"exposures": {}, "risk_pending": False}}
     )
     return result.matched_count == 1

@@ -30,7 +30,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from robert_common.mongo import id_chunks
+from robert_common.mongo import durable, id_chunks
 
 COLLECTION = "codes"
 UNUSED, RESERVED, USED, REVOKED, EXPIRED = "unused", "reserved", "used", "revoked", "expired"
@@ -61,7 +61,7 @@ def new_code(
 async def insert_one(db: AsyncDatabase, doc: dict[str, Any]) -> bool:
     """Store one code; False if a code with that HMAC already exists (the caller draws another)."""
     try:
-        await collection(db).insert_one(doc)
+        await durable(collection(db)).insert_one(doc)  # the code is handed to a doctor
     except DuplicateKeyError:
         return False
     return True
@@ -72,7 +72,7 @@ async def insert_many(db: AsyncDatabase, docs: list[dict[str, Any]]) -> set[byte
     if not docs:
         return set()
     try:
-        await collection(db).insert_many(docs, ordered=False)
+        await durable(collection(db)).insert_many(docs, ordered=False)
     except BulkWriteError as e:
         dup = {err["op"]["_id"] for err in e.details.get("writeErrors", []) if err.get("code") == 11000}
         if len(dup) != len(e.details.get("writeErrors", [])):
