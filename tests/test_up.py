@@ -68,12 +68,9 @@ async def test_robert_up_serves_a_phone_and_stops_cleanly(tmp_path: Path) -> Non
             f"{n}.key" for n in ("ca", "crypto", "api", "matcher")
         }
         assert all(p.stat().st_mode & 0o777 == 0o600 for p in tls_dir.glob("*.key"))
-        creds = grpc.ssl_channel_credentials(
-            (tls_dir / "ca.pem").read_bytes(),
-            (tls_dir / "seed.key").read_bytes(),
-            (tls_dir / "seed.pem").read_bytes(),
+        key = await fetch_server_key(
+            f"127.0.0.1:{ports['crypto']}", credentials=_plane_credentials(tls_dir.parent)
         )
-        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}", credentials=creds)
         async with aiohttp.ClientSession() as http:
             phone = Phone(f"http://127.0.0.1:{ports['http']}", key, http=http)
             registered = await phone.register()
@@ -119,13 +116,24 @@ def _free_ports(count: int) -> int:
     raise AssertionError(f"no {count} consecutive free ports")
 
 
-async def _wait_crypto(address: str, proc: subprocess.Popen[bytes]) -> bytes:
+def _plane_credentials(data_dir: Path) -> grpc.ChannelCredentials:
+    """A client certificate of the internal plane robert up made (any plane certificate may read the
+    registration public key)."""
+    tls_dir = data_dir / "tls"
+    return grpc.ssl_channel_credentials(
+        (tls_dir / "ca.pem").read_bytes(),
+        (tls_dir / "seed.key").read_bytes(),
+        (tls_dir / "seed.pem").read_bytes(),
+    )
+
+
+async def _wait_crypto(address: str, proc: subprocess.Popen[bytes], data_dir: Path) -> bytes:
     """The registration key from the crypto process at ``address``, once it answers."""
     deadline = asyncio.get_running_loop().time() + 90.0
     while True:
         assert proc.poll() is None, "robert up exited during start-up"
         try:
-            return await fetch_server_key(address)
+            return await fetch_server_key(address, credentials=_plane_credentials(data_dir))
         except BackendError:
             assert asyncio.get_running_loop().time() < deadline, f"no crypto service at {address}"
             await asyncio.sleep(0.5)
@@ -167,7 +175,7 @@ async def test_robert_up_spreads_polls_over_two_api_and_two_crypto_processes(tmp
     try:
         for i in range(2):
             await _wait_healthy(f"http://127.0.0.1:{metrics + i}/health", proc)
-        keys = [await _wait_crypto(f"127.0.0.1:{crypto + i}", proc) for i in range(2)]
+        keys = [await _wait_crypto(f"127.0.0.1:{crypto + i}", proc, tmp_path / "data") for i in range(2)]
         assert keys[0] == keys[1]
         key = keys[0]
         # A new connection per request: the kernel picks the API process of each connection.
