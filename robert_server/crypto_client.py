@@ -317,6 +317,11 @@ class CryptoClient:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # A crypto process that (re)starts is taken back within about 2 s, not after gRPC's default
+            # back-off of up to 2 minutes during which round robin sends everything to the others.
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2000),
             *lb_options,
         ]
         if settings is not None:

@@ -253,6 +253,9 @@ async def test_chaos_nothing_lost_nothing_twice_no_phone_locked_out(tmp_path: Pa
         ROBERT_UP_MAX_RESTARTS="100",
         ROBERT_UP_RESTART_BACKOFF_MAX="1",
         ROBERT_LOG_LEVEL="WARNING",
+        # The internal plane's mutual TLS has its own tests (tests/test_up.py, the fixtures run it);
+        # here the test itself calls the crypto service and the code issuer, on loopback.
+        ROBERT_GRPC_PLAINTEXT="true",
     )  # fmt: skip
     log_path = tmp_path / "up.log"
     log_file = log_path.open("wb")

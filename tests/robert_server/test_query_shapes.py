@@ -250,7 +250,7 @@ async def test_hot_paths_name_their_key_and_avoid_full_scan_shapes(api_server: A
     await registrations.collection(db).update_one({"_id": one["_id"]}, {"$set": {"at_risk": True}})
     await captcha.create("IMAGE", "fr", answer="ABCDEF")
     clock.advance(86_400)
-    daily = Worker(db, crypto.client, crypto.time, MatchingConfig(lease_seconds=60, daily_page=7))
+    daily = Worker(db, crypto.matcher, crypto.time, MatchingConfig(lease_seconds=60, daily_page=7))
     recorder.active = True
     assert await daily.daily_maintenance()
     recorder.active = False
