@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -260,15 +261,24 @@ def _run_on_own_federation(args: argparse.Namespace, sc: Scenario, console: Cons
                           f" {s.federation_address}, data in {s.dir}[/]")  # fmt: skip
         console.print(f"[dim]federation folder (clock shift, K_G): {fed.dir}[/]")
 
-        async def each(*command: str) -> None:
+        async def each(*command: str) -> list[dict[str, int]]:
+            """``robert COMMAND`` in every country at once; the figures each prints (a JSON line)."""
             try:
-                await asyncio.gather(*(asyncio.to_thread(s.robert, *command) for s in systems.values()))
+                runs = (asyncio.to_thread(s.robert, *command) for s in systems.values())
+                outs = await asyncio.gather(*runs)
             except LaunchError as e:
                 raise BackendError(str(e)) from None
+            return [json.loads(out.strip().splitlines()[-1]) for out in outs]
+
+        undelivered = False  # a forwarding pass failed: forward again at the next step
 
         async def match_and_forward() -> None:
-            await each("matcher", "--once")  # local contacts; foreign ones into the outbox
-            await each("federation", "forward", "--once")  # the outboxes to the partners
+            nonlocal undelivered
+            matched = await each("matcher", "--once")  # local contacts; foreign ones into the outbox
+            if not undelivered and not any(m.get("contactsForeign") for m in matched):
+                return  # nothing to forward: no forwarding pass, no second matching pass
+            forwarded = await each("federation", "forward", "--once")  # the outboxes to the partners
+            undelivered = any(f.get("failures") for f in forwarded)
             await each("matcher", "--once")  # what the partners just delivered
 
         time_control = ShiftFileTime(fed.clock_shift_file, args.settle)

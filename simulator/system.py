@@ -42,6 +42,7 @@ federation ports and CAs, and shares K_G: exported from the first country's key 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -53,7 +54,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
