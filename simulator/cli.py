@@ -255,7 +255,12 @@ def _run_on_own_federation(args: argparse.Namespace, sc: Scenario, console: Cons
     with LocalFederation(sc.countries, (*OWN_COMPONENTS, "federation")) as fed:
         systems = fed.systems
         servers = {n: CountryServer(s.base_url, s.server_public_key()) for n, s in systems.items()}
-        issuers = {n: GrpcIssuer(s.codes_address, s.issuer_token("robert-sim")) for n, s in systems.items()}
+        issuers = {
+            n: GrpcIssuer(
+                s.codes_address, s.issuer_token("robert-sim"), credentials=s.credentials("issuer-sim")
+            )
+            for n, s in systems.items()
+        }
         for n, s in systems.items():
             console.print(f"[dim]{n} up: phone API at {s.base_url}, federation at"
                           f" {s.federation_address}, data in {s.dir}[/]")  # fmt: skip
