@@ -1,12 +1,15 @@
 """``robert-sim``: run a scenario of virtual phones against a ROBERT system, or check a scenario file.
 
     robert-sim check SCENARIO                      # validate, print the ground truth (no server needed)
-    robert-sim run SCENARIO                        # on a throw-away system of its own
+    robert-sim run SCENARIO                        # on a throw-away system of its own (one per country)
     robert-sim run SCENARIO --server URL [--issuer ADDR --issuer-token T] [--clock-shift-file F] ...
 
 With no flag naming a system, ``run`` starts its own (simulator/system.py, ``LocalSystem``: database, key
 store, crypto, codes and API on free ports, captcha off, key auto-rotation, a clock-shift file), takes an
-issuer token from it, runs ``robert matcher --once`` against it, and stops it at the end. Any of the
+issuer token from it, runs ``robert matcher --once`` against it, and stops it at the end. A scenario
+with countries gets one such system per country (``LocalFederation``: federated by mutual TLS, sharing
+K_G and one clock-shift file); each matching step then runs ``robert matcher --once`` in every country,
+``robert federation forward --once`` in every country, and the matcher again. Any of the
 system flags (``SYSTEM_FLAGS``) means a system someone else runs: then the defaults point at the local
 ``robert up`` and read the same ``ROBERT_*`` variables it does (``ROBERT_HTTP_PORT``,
 ``ROBERT_CRYPTO_ADDRESS``, ``ROBERT_CODES_ADDRESS``, ``ROBERT_CLOCK_SHIFT_FILE``);
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -38,9 +42,9 @@ from simulator.backend import (
 )
 from simulator.groundtruth import ground_truth
 from simulator.report import print_report, timeline_png, write_json
-from simulator.runner import Backend, Runner, RunOptions, ShiftFileTime
+from simulator.runner import Backend, CountryServer, Runner, RunOptions, ShiftFileTime
 from simulator.scenario import Scenario, ScenarioError, load_scenario
-from simulator.system import LaunchError, LocalSystem
+from simulator.system import LaunchError, LocalFederation, LocalSystem
 
 # Flags that name a system someone else runs; without any of them ``run`` starts its own.
 SYSTEM_FLAGS = (
@@ -198,9 +202,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         sc.seed = args.seed
     if not any(getattr(args, name) is not None for name in SYSTEM_FLAGS):
         if sc.countries:
-            raise BackendError(
-                "a scenario with countries needs a system per country: pass --country for each"
-            )
+            return _run_on_own_federation(args, sc, console)
         return _run_on_own_system(args, sc, console)
     _external_defaults(args)
     if args.clock_shift_file is None:
@@ -246,6 +248,49 @@ def _run_on_own_system(args: argparse.Namespace, sc: Scenario, console: Console)
         return asyncio.run(_run(args, sc, console, system.base_url, key, issuer, run_matcher, time_control))
 
 
+def _run_on_own_federation(args: argparse.Namespace, sc: Scenario, console: Console) -> int:
+    """One throw-away system per country of the scenario, federated with each other; run; stop them."""
+    names = ", ".join(f"{n} ({cc:#04x})" for n, cc in sc.countries.items())
+    console.print(f"[dim]starting a throw-away system per country: {names}...[/]")
+    with LocalFederation(sc.countries, (*OWN_COMPONENTS, "federation")) as fed:
+        systems = fed.systems
+        servers = {n: CountryServer(s.base_url, s.server_public_key()) for n, s in systems.items()}
+        issuers = {
+            n: GrpcIssuer(
+                s.codes_address, s.issuer_token("robert-sim"), credentials=s.credentials("issuer-sim")
+            )
+            for n, s in systems.items()
+        }
+        for n, s in systems.items():
+            console.print(f"[dim]{n} up: phone API at {s.base_url}, federation at"
+                          f" {s.federation_address}, data in {s.dir}[/]")  # fmt: skip
+        console.print(f"[dim]federation folder (clock shift, K_G): {fed.dir}[/]")
+
+        async def each(*command: str) -> list[dict[str, int]]:
+            """``robert COMMAND`` in every country at once; the figures each prints (a JSON line)."""
+            try:
+                runs = (asyncio.to_thread(s.robert, *command) for s in systems.values())
+                outs = await asyncio.gather(*runs)
+            except LaunchError as e:
+                raise BackendError(str(e)) from None
+            return [json.loads(out.strip().splitlines()[-1]) for out in outs]
+
+        undelivered = False  # a forwarding pass failed: forward again at the next step
+
+        async def match_and_forward() -> None:
+            nonlocal undelivered
+            matched = await each("matcher", "--once")  # local contacts; foreign ones into the outbox
+            if not undelivered and not any(m.get("contactsForeign") for m in matched):
+                return  # nothing to forward: no forwarding pass, no second matching pass
+            forwarded = await each("federation", "forward", "--once")  # the outboxes to the partners
+            undelivered = any(f.get("failures") for f in forwarded)
+            await each("matcher", "--once")  # what the partners just delivered
+
+        time_control = ShiftFileTime(fed.clock_shift_file, args.settle)
+        return asyncio.run(_run_on_countries(args, sc, console, servers, issuers, match_and_forward,
+                                             time_control))  # fmt: skip
+
+
 COUNTRY_MATCHER_WAIT = 5.0  # seconds: the systems' own workers match, forward, and match again
 
 
@@ -266,15 +311,27 @@ def _parse_countries(values: list[str], sc: Scenario) -> dict[str, list[str]]:
 
 
 async def _run_countries(args: argparse.Namespace, sc: Scenario, console: Console) -> int:
-    from simulator.runner import CountryServer
-
+    """Systems someone else runs, one per country (``--country``); their own workers match and forward."""
     systems = _parse_countries(args.country or [], sc)
     servers: dict[str, CountryServer] = {}
     issuers: dict[str, GrpcIssuer] = {}
     for name, (server, crypto, issuer, token) in systems.items():
         servers[name] = CountryServer(server.rstrip("/"), await fetch_server_key(crypto))
         issuers[name] = GrpcIssuer(issuer, token)
+    run_matcher = matcher_wait(args.matcher_wait or COUNTRY_MATCHER_WAIT)
+    time_control = ShiftFileTime(args.clock_shift_file, args.settle)
+    return await _run_on_countries(args, sc, console, servers, issuers, run_matcher, time_control)
 
+
+async def _run_on_countries(
+    args: argparse.Namespace,
+    sc: Scenario,
+    console: Console,
+    servers: dict[str, CountryServer],
+    issuers: dict[str, GrpcIssuer],
+    run_matcher: Callable[[], Awaitable[None]],
+    time_control: ShiftFileTime,
+) -> int:
     async def code_in(country: str) -> str:
         return await issuers[country].get_code()
 
@@ -283,9 +340,8 @@ async def _run_countries(args: argparse.Namespace, sc: Scenario, console: Consol
         base_url=first.base_url, server_public_key=first.server_public_key,
         concurrency=args.concurrency, show_progress=not args.no_progress, countries=servers,
     )  # fmt: skip
-    backend = Backend(issuers[next(iter(issuers))].get_code,
-                      matcher_wait(args.matcher_wait or COUNTRY_MATCHER_WAIT), code_in)  # fmt: skip
-    runner = Runner(sc, options, ShiftFileTime(args.clock_shift_file, args.settle), backend)
+    backend = Backend(issuers[next(iter(issuers))].get_code, run_matcher, code_in)
+    runner = Runner(sc, options, time_control, backend)
     try:
         result = await runner.run()
     finally:

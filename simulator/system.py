@@ -25,10 +25,24 @@ Every process gets the same ``ROBERT_*`` environment (``env``): the caller's ove
 defaults, captcha off, a clock-shift file (``shift_clock()``). ``stop()`` ends the components, then the
 database, and removes the folder. Nothing of ``robert_server`` is imported here: the system is driven
 through its command line only.
+
+Federated countries (issue 14): ``LocalSystem(country_code=0x22, ...)`` is one country's system, and
+``FEDERATION_COMPONENTS`` adds ``federation`` (``robert federation serve``, mutual TLS with a
+development certificate from ``robert federation dev-cert``) and ``forwarder`` (``robert federation
+forward``). ``LocalFederation`` starts several such systems that partner with each other:
+
+    with LocalFederation({"fr": 0x21, "de": 0x22}) as fed:
+        fed.systems["de"].robert("federation", "forward", "--once")
+        fed.shift_clock(86_400)                   # one clock-shift file for every country
+
+It makes each country's certificate, points each one's ``ROBERT_FEDERATION_PARTNERS`` at the others'
+federation ports and CAs, and shares K_G: exported from the first country's key store right after
+``robert keys init``, imported into each other one's before its crypto service starts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -37,9 +51,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -58,6 +73,12 @@ COMPONENTS: dict[str, list[str]] = {
 }
 ALL = tuple(COMPONENTS)
 SCALABLE = ("api", "crypto")  # the components of which several processes may run
+# A country's federation processes (``country_code`` and partners needed), started after ``ALL``'s.
+FEDERATION: dict[str, list[str]] = {
+    "federation": ["federation", "serve"],
+    "forwarder": ["federation", "forward"],
+}
+FEDERATION_COMPONENTS = tuple(FEDERATION)
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -89,6 +110,8 @@ class LocalSystem:
     ``python_options``: interpreter options per component (e.g. ``{"api": ["-m", "cProfile", "-o", f]}``).
     ``past_key_days``: day keys from that many days before today (for contacts built in the past).
     ``processes``: how many processes of a component of ``SCALABLE`` (default 1 each).
+    ``country_code``: this system's country (ROBERT_COUNTRY_CODE), needed by ``FEDERATION_COMPONENTS``.
+    ``clock_shift_file``: a clock-shift file shared with other systems (default: one in the folder).
     """
 
     def __init__(
@@ -100,14 +123,29 @@ class LocalSystem:
         past_key_days: int = 0,
         ready_timeout: float = 90.0,
         processes: dict[str, int] | None = None,
+        country_code: int | None = None,
+        clock_shift_file: Path | None = None,
     ) -> None:
-        self.components = tuple(components)
+        wanted = tuple(components)
+        self.federation_components = tuple(c for c in wanted if c in FEDERATION)
+        self.components = tuple(c for c in wanted if c not in FEDERATION)
         unknown = set(self.components) - set(COMPONENTS)
         if unknown:
-            raise ValueError(f"unknown components: {sorted(unknown)} (known: {', '.join(COMPONENTS)})")
+            raise ValueError(
+                f"unknown components: {sorted(unknown)} (known: {', '.join((*COMPONENTS, *FEDERATION))})"
+            )
         self.counts = {name: 1 for name in self.components} | dict(processes or {})
         if any(n < 1 or (n > 1 and name not in SCALABLE) for name, n in self.counts.items()):
             raise ValueError(f"process counts: at least 1, more only for {', '.join(SCALABLE)}")
+        if self.federation_components and country_code is None:
+            raise ValueError("the federation components need a country_code")
+        self.country_code = country_code
+        self._shift_file = clock_shift_file
+        self.partners: list[LocalSystem] = []  # federated countries (partner_with)
+        self.federation_key_export: Path | None = None  # K_G written there after `robert keys init`
+        self.federation_key_import: Path | None = None  # K_G read from there after `robert keys init`
+        self.federation_key_ready: threading.Event | None = None  # set once K_G is exported (or failed)
+        self.federation_address = f"127.0.0.1:{free_port()}"
         self.overrides = dict(env or {})
         self.python_options = python_options or {}
         self.past_key_days = past_key_days
@@ -137,7 +175,27 @@ class LocalSystem:
 
     @property
     def clock_shift_file(self) -> Path:
-        return self.dir / "clock_shift"
+        return self._shift_file or self.dir / "clock_shift"
+
+    @property
+    def federation_pki(self) -> Path:
+        """Folder of this country's development CA (``ca.pem``) and certificate (``federation.pem/key``)."""
+        return self.dir / "federation-pki"
+
+    def make_dev_cert(self) -> None:
+        """``robert federation dev-cert``: this country's development CA and certificate (once)."""
+        if self.country_code is None:
+            raise ValueError("a federation certificate needs a country_code")
+        if not (self.federation_pki / "ca.pem").exists():
+            cc = f"0x{self.country_code:02x}"
+            self._run_cli(["federation", "dev-cert", "--country", cc, "--dir", str(self.federation_pki)],
+                          dict(os.environ))  # fmt: skip
+
+    def partner_with(self, other: LocalSystem) -> None:
+        """Deliver ``other``'s contacts to it and accept its own (``ROBERT_FEDERATION_PARTNERS``)."""
+        if other.country_code is None or other.country_code == self.country_code:
+            raise ValueError("a partner is another country (its own country_code)")
+        self.partners.append(other)
 
     def shift_clock(self, seconds: float) -> None:
         """Move every component's clock to ``seconds`` from real time (re-read within a second)."""
@@ -145,9 +203,13 @@ class LocalSystem:
 
     def robert(self, *args: str, timeout: float = 600) -> str:
         """Run ``robert ARGS`` against this system; its standard output (LaunchError if it fails)."""
+        return self._run_cli(list(args), self.env, timeout)
+
+    @staticmethod
+    def _run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "robert_server.cli", *args],
-            env=self.env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -211,6 +273,7 @@ class LocalSystem:
     def start(self) -> LocalSystem:
         try:
             self._start()
+            self._start_federation()
         except BaseException:
             self.stop()
             raise
@@ -248,6 +311,7 @@ class LocalSystem:
             "ROBERT_API_PROCESSES": str(len(self.metrics_ports)),
             "ROBERT_CODES_LISTEN": self.codes_address,
             "ROBERT_CODES_ADDRESS": self.codes_address,
+            **self._federation_env(),
             **self.overrides,
         }
         ensure_dev_certs(self.dir / "tls")  # the internal plane's CA and a certificate per component
@@ -276,6 +340,55 @@ class LocalSystem:
             self.robert("keys", "rotate")
         else:
             self.robert("keys", "init")
+        if self.federation_key_export is not None:
+            try:
+                self.robert("keys", "export-federation-key", str(self.federation_key_export))
+            finally:
+                if self.federation_key_ready is not None:
+                    self.federation_key_ready.set()
+        if self.federation_key_import is not None:
+            if self.federation_key_ready is not None:
+                self.federation_key_ready.wait(self.ready_timeout)
+            self.robert("keys", "import-federation-key", str(self.federation_key_import))
+
+    def _federation_env(self) -> dict[str, str]:
+        """This country's settings: its code, and with partners its federation service and certificate."""
+        if self.country_code is None:
+            return {}
+        env = {"ROBERT_COUNTRY_CODE": str(self.country_code)}
+        if self.partners:
+            self.make_dev_cert()
+            partners = [
+                {"country_code": p.country_code, "endpoint": p.federation_address,
+                 "ca": str(p.federation_pki / "ca.pem")}
+                for p in self.partners
+            ]  # fmt: skip
+            env |= {
+                "ROBERT_FEDERATION_LISTEN": self.federation_address,
+                "ROBERT_FEDERATION_TLS_CERT": str(self.federation_pki / "federation.pem"),
+                "ROBERT_FEDERATION_TLS_KEY": str(self.federation_pki / "federation.key"),
+                "ROBERT_FEDERATION_PARTNERS": json.dumps(partners),
+            }
+        return env
+
+    def _start_federation(self) -> None:
+        """``robert federation serve`` / ``forward`` when wanted; serve is ready when its port accepts."""
+        for name in FEDERATION_COMPONENTS:
+            if name not in self.federation_components:
+                continue
+            log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 - closed by stop()
+            self._logs.append(log)
+            cmd = [sys.executable, "-m", "robert_server.cli", *FEDERATION[name]]
+            proc = self.processes[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+            deadline = time.monotonic() + self.ready_timeout
+            while name == "federation" and not _accepts(self.federation_address):
+                if proc.poll() is not None:
+                    raise LaunchError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+                if time.monotonic() > deadline:
+                    raise LaunchError(
+                        f"{name} did not answer within {self.ready_timeout:.0f} s:\n{self.log(name)}"
+                    )
+                time.sleep(0.1)
 
     def _spawn(self, name: str, own_env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 - closed by stop()
@@ -355,6 +468,95 @@ class LocalSystem:
         self._databases = []
 
     def __enter__(self) -> LocalSystem:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalFederation:
+    """Throw-away systems of several countries that federate with each other; a context manager.
+
+    ``countries``: name -> country code, e.g. ``{"fr": 0x21, "de": 0x22}``. ``components`` and ``env``
+    as for :class:`LocalSystem` (``FEDERATION_COMPONENTS`` among them for contacts to cross borders).
+    Every system reads one clock-shift file (:meth:`shift_clock`); ``stop()`` stops them all and
+    removes the folder.
+    """
+
+    def __init__(
+        self,
+        countries: Mapping[str, int],
+        components: Iterable[str] = (*ALL, *FEDERATION_COMPONENTS),
+        *,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 90.0,
+    ) -> None:
+        if len(countries) < 2:
+            raise ValueError("a federation is two countries or more")
+        self.dir = Path(tempfile.mkdtemp(prefix="robert-federation-"))
+        components = tuple(components)
+        self.systems = {
+            name: LocalSystem(components, env=env, ready_timeout=ready_timeout, country_code=cc,
+                              clock_shift_file=self.clock_shift_file)
+            for name, cc in countries.items()
+        }  # fmt: skip
+        for system in self.systems.values():
+            for other in self.systems.values():
+                if other is not system:
+                    system.partner_with(other)
+        first, *others = self.systems.values()
+        first.federation_key_export = self.dir / "federation-key"  # K_G: made in the first country
+        ready = threading.Event()
+        first.federation_key_ready = ready
+        for system in others:
+            system.federation_key_import = first.federation_key_export
+            system.federation_key_ready = ready
+
+    @property
+    def clock_shift_file(self) -> Path:
+        return self.dir / "clock_shift"
+
+    def shift_clock(self, seconds: float) -> None:
+        """Move every country's clock to ``seconds`` from real time."""
+        write_clock_shift(self.clock_shift_file, seconds)
+
+    def start(self) -> LocalFederation:
+        try:
+            self.shift_clock(0)
+            for system in self.systems.values():  # every CA exists before any federation service starts
+                system.make_dev_cert()
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_all(self) -> None:
+        """Every system at once (each waits only for K_G from the first); the first error is raised."""
+        errors: list[BaseException] = []
+
+        def start(system: LocalSystem) -> None:
+            try:
+                system.start()
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread below
+                errors.append(e)
+                if system.federation_key_ready is not None:
+                    system.federation_key_ready.set()  # importers must not wait for a dead exporter
+
+        threads = [threading.Thread(target=start, args=(s,), daemon=True) for s in self.systems.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def stop(self) -> None:
+        for system in self.systems.values():
+            system.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalFederation:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
