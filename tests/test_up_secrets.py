@@ -8,7 +8,6 @@ API (both store or check codes), the JWT key file in the API alone; the embedded
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import signal
@@ -16,13 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from robert_common.mongo import free_port
 from robert_server.up import COMPONENTS, OS_ENVIRONMENT, SETTINGS_OF, child_environment
+from tests.test_up import _wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -61,21 +60,6 @@ def _component(cmdline: list[str]) -> str:
     if any("secantus" in part for part in cmdline):
         return "database"
     return " ".join(cmdline)[:80]
-
-
-async def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = asyncio.get_running_loop().time() + 90.0
-    async with aiohttp.ClientSession() as http:
-        while True:
-            assert proc.poll() is None, "robert up exited during start-up"
-            try:
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            assert asyncio.get_running_loop().time() < deadline, "the system did not become healthy"
-            await asyncio.sleep(0.5)
 
 
 async def test_each_child_holds_only_its_own_secrets(tmp_path: Path) -> None:
