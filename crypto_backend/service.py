@@ -453,9 +453,11 @@ class CryptoServer:
 async def serve(settings: Settings, clock: Clock) -> None:
     """``robert crypto``: open the key store and the crypto database, serve until cancelled."""
     from crypto_backend.keystore import is_dev_keystore, open_keystore
+    from robert_common import heap
     from robert_common.mongo import mongo_client, require_uri
     from robert_common.signals import stop_event
 
+    heap.watch_pauses()
     keystore = open_keystore(settings)
     auto_rotate = settings.keystore_auto_rotate or is_dev_keystore(settings)
     if auto_rotate:
@@ -474,6 +476,7 @@ async def serve(settings: Settings, clock: Clock) -> None:
     try:
         address = await server.start()
         log.info("crypto service listening", extra={"address": address, "days": len(keystore.days())})
+        heap.settle()
         await stop.wait()
         log.info("crypto service stopping")
     finally:

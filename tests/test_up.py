@@ -212,5 +212,10 @@ async def test_robert_up_spreads_polls_over_two_api_and_two_crypto_processes(tmp
     ]
     assert sum(registrations) == phones
     assert all(n > 0 for n in calls), calls  # both crypto processes authenticated polls
+    # Every server process froze its start-up heap (robert_common/heap.py: no full collection walks
+    # it again) and times its collections.
+    for m in api_metrics + crypto_metrics_text:
+        assert _counter(m, "robert_gc_frozen_objects") > 50_000
+        assert _counter(m, "robert_gc_pause_seconds_count") > 0
     assert all(n > 0 for n in registrations), registrations
     assert proc.returncode == 0, log_path.read_text()[-2000:]

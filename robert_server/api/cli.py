@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from robert_common import heap
 from robert_common.clock import Clock
 from robert_common.logs import setup_logging
 from robert_common.mongo import open_database, require_uri
@@ -43,6 +44,7 @@ async def serve(settings: Any, clock: Clock) -> None:
     from robert_server.api.internal import create_internal_app
     from robert_server.api.runner import ApiRunner
 
+    heap.watch_pauses()
     ssl_context = http_ssl_context(settings)  # TLS 1.2/1.3 when ROBERT_HTTP_TLS_CERT is set
     api = create_app(settings, clock=clock)
     internal = create_internal_app(api)
@@ -70,6 +72,7 @@ async def serve(settings: Any, clock: Clock) -> None:
             "tls": ssl_context is not None,
         },
     )
+    heap.settle()  # no full garbage collection walks the start-up objects again (robert_common/heap.py)
     try:
         await stop_event().wait()
     finally:
