@@ -150,3 +150,35 @@ def test_bad_parameters_are_refused() -> None:
     for kw in ({"max_batch": 0, "max_delay": 0.001}, {"max_batch": 2, "max_delay": -1}):
         with pytest.raises(ValueError):
             MicroBatcher(Recorder, **kw)  # type: ignore[arg-type]
+
+
+async def test_the_callers_of_a_batch_are_woken_a_chunk_per_loop_iteration() -> None:
+    """Waking the 50 callers of a batch in one loop iteration kept the loop from its sockets while
+    each built its answer (issue 10: refusals waited behind them). Each chunk of WAKE_CHUNK callers is
+    woken in an iteration of its own: a task that counts the iterations sees them go by in between."""
+    from robert_server.api.batching import WAKE_CHUNK
+
+    n = 5 * WAKE_CHUNK
+    batcher = MicroBatcher(Recorder(), max_batch=n, max_delay=DELAY)
+    iterations = 0
+    woken_at: list[int] = []
+
+    async def count_iterations() -> None:
+        nonlocal iterations
+        while True:
+            iterations += 1
+            await asyncio.sleep(0)
+
+    async def caller(i: int) -> None:
+        await batcher.submit(2 * i)
+        woken_at.append(iterations)
+
+    ticker = asyncio.create_task(count_iterations())
+    try:
+        await asyncio.gather(*(caller(i) for i in range(n)))
+    finally:
+        ticker.cancel()
+    await batcher.close()
+    chunks = [woken_at[k : k + WAKE_CHUNK] for k in range(0, n, WAKE_CHUNK)]
+    assert all(len(set(chunk)) == 1 for chunk in chunks), woken_at  # a chunk: one iteration
+    assert len(set(woken_at)) == 5, woken_at  # each chunk: an iteration of its own
