@@ -37,6 +37,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import uvloop
 
 from robert_common.clock import Clock
 from simulator.phone import Phone
@@ -76,12 +77,11 @@ class RawClient:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes) -> Answer:
-        loop = asyncio.get_running_loop()
-        sent = loop.time()
+        sent = time.perf_counter()
         try:
             conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
         except OSError:
-            return Answer(sent, loop.time(), 0, None)
+            return Answer(sent, time.perf_counter(), 0, None)
         reader, writer = conn
         try:
             writer.write(
@@ -98,8 +98,8 @@ class RawClient:
             payload = await reader.readexactly(int(headers.get("content-length", "0")))
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             writer.close()
-            return Answer(sent, loop.time(), 0, None)
-        done = loop.time()
+            return Answer(sent, time.perf_counter(), 0, None)
+        done = time.perf_counter()
         if headers.get("connection", "").lower() == "close":
             writer.close()
         else:
@@ -152,11 +152,10 @@ class StatusBodies:
 
 
 async def closed_loop(client: RawClient, bodies: StatusBodies, until: float) -> list[Answer]:
-    loop = asyncio.get_running_loop()
     out: list[Answer] = []
 
     async def worker() -> None:
-        while loop.time() < until:
+        while time.perf_counter() < until:
             out.append(await client.post("/status", bodies.take()))
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
@@ -166,11 +165,11 @@ async def closed_loop(client: RawClient, bodies: StatusBodies, until: float) -> 
 async def open_loop(client: RawClient, bodies: StatusBodies, rate: float, duration: float) -> list[Answer]:
     """Polls arriving at ``rate`` per second for ``duration`` seconds, whatever the answers."""
     loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.perf_counter()
     tasks: list[asyncio.Task[Answer]] = []
     total = int(rate * duration)
     while len(tasks) < total:
-        due = min(total, int((loop.time() - start) * rate) + 1)
+        due = min(total, int((time.perf_counter() - start) * rate) + 1)
         while len(tasks) < due:
             tasks.append(loop.create_task(client.post("/status", bodies.take())))
         await asyncio.sleep(0.002)
@@ -195,8 +194,8 @@ async def overload(system: LocalSystem) -> None:
     bodies = StatusBodies(phones)
     client = RawClient(system.base_url)
     loop = asyncio.get_running_loop()
-    await closed_loop(client, bodies, loop.time() + 1.0)  # warm-up
-    answers = await closed_loop(client, bodies, loop.time() + CAPACITY_RUN)
+    await closed_loop(client, bodies, time.perf_counter() + 1.0)  # warm-up
+    answers = await closed_loop(client, bodies, time.perf_counter() + CAPACITY_RUN)
     ok = [a for a in answers if a.status == 200]
     capacity = len(ok) / CAPACITY_RUN
     latencies = [a.latency for a in ok]
@@ -208,21 +207,23 @@ async def overload(system: LocalSystem) -> None:
     )
     print(
         "| load | offered/s | goodput/s | % of capacity | refused | refusal p50 ms | refusal p99 ms "
-        "| 503 at deadline | errors | 200 p50 ms | 200 p99 ms | recovery s | CPU % api/crypto/db |"
+        "| 503 at deadline | errors | 200 p50 ms | 200 p99 ms | recovery s | CPU % api/crypto/db/load |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for k in (1, 3, 10):
         await asyncio.sleep(2)
-        cpu = system.cpu_seconds()
-        start = loop.time()
+        cpu = system.cpu_seconds() | {"load": time.process_time()}
+        start = time.perf_counter()
         end = start + BURST
         arrivals = loop.create_task(open_loop(client, bodies, k * capacity, BURST))
         await asyncio.sleep(BURST)  # then the burst's stragglers and a closed loop, together
         after = await closed_loop(client, bodies, end + RECOVERY_WINDOW)
         burst = await arrivals
-        used = system.cpu_seconds()
-        spent = loop.time() - start
-        shares = "/".join(f"{100 * (used[n] - cpu[n]) / spent:.0f}" for n in ("api", "crypto", "database"))
+        used = system.cpu_seconds() | {"load": time.process_time()}
+        spent = time.perf_counter() - start
+        shares = "/".join(
+            f"{100 * (used[n] - cpu[n]) / spent:.0f}" for n in ("api", "crypto", "database", "load")
+        )
         good = [a for a in burst if a.status == 200 and a.done <= end]
         refused = [a.latency for a in burst if a.status == 503 and a.retry_after is not None]
         late = sum(1 for a in burst if a.status == 503 and a.retry_after is None)
@@ -273,8 +274,7 @@ async def restart_storm(system: LocalSystem) -> None:
         p.clock = system_clock(system)
     client = RawClient(system.base_url)
     results = {"200": 0, "too soon": 0}
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.perf_counter()
     done = await asyncio.gather(*(storm_phone(client, p, results) for p in phones))
     total = max(done) - start
     per_s = [sum(1 for t in done if k <= t - start < k + 1) for k in range(int(total) + 1)]
@@ -328,16 +328,16 @@ async def large_uploads(system: LocalSystem) -> None:
     async def tick() -> None:
         async with aiohttp.ClientSession() as http:
             while True:
-                started = loop.time()
+                started = time.perf_counter()
                 async with http.get(system.base_url + "/api/v6/clock") as r:
                     await r.read()
-                clock.append(loop.time() - started)
+                clock.append(time.perf_counter() - started)
                 await asyncio.sleep(0.05)
 
     sampler, ticker = loop.create_task(sample()), loop.create_task(tick())
-    started = loop.time()
+    started = time.perf_counter()
     answers = await asyncio.gather(*(RawClient(system.base_url).post("/report", body) for _ in range(8)))
-    spent = loop.time() - started
+    spent = time.perf_counter() - started
     await asyncio.sleep(2)
     sampler.cancel()
     ticker.cancel()
@@ -361,7 +361,7 @@ def main() -> None:
     env = {"ROBERT_STATUS_MIN_EPOCH_GAP": "0"}
     if "overload" in PARTS:
         with LocalSystem(("crypto", "api"), env=env) as system:
-            asyncio.run(overload(system))
+            uvloop.run(overload(system))
     if "uploads" in PARTS:
         print("\nlarge uploads (request deadline 60 s: 32 MB bodies take longer than 5 s here)")
         with LocalSystem(("crypto", "api"), env={"ROBERT_API_REQUEST_DEADLINE": "60"}) as system:
