@@ -70,7 +70,8 @@ class MicroBatcher(Generic[T, R]):
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._due = False  # max_delay is over for the pending items: flush as soon as a batch slot frees
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[None]] = set()  # batches not over (callers still being woken)
+        self._computing = 0  # batches whose ``fn`` has not returned: what ``max_in_flight`` bounds
         self._undoing: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -92,14 +93,14 @@ class MicroBatcher(Generic[T, R]):
 
     def _delay_over(self) -> None:
         self._timer = None
-        if len(self._running) < self.max_in_flight:
+        if self._computing < self.max_in_flight:
             self._flush()
         else:  # under load: keep gathering until a batch in flight returns
             self._due = True
 
-    def _batch_done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        if self._due:
+    def _fn_returned(self) -> None:
+        self._computing -= 1
+        if self._due:  # the next batch starts now, while this one's callers are woken
             self._flush()
 
     def _flush(self) -> None:
@@ -113,12 +114,16 @@ class MicroBatcher(Generic[T, R]):
             self._due = True
         if batch:
             task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._computing += 1
             self._running.add(task)
-            task.add_done_callback(self._batch_done)
+            task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
-            results = await self.fn([item for item, _ in batch])
+            try:
+                results = await self.fn([item for item, _ in batch])
+            finally:
+                self._fn_returned()
             if len(results) != len(batch):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items")
         except asyncio.CancelledError:

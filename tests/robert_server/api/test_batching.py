@@ -182,3 +182,37 @@ async def test_the_callers_of_a_batch_are_woken_a_chunk_per_loop_iteration() -> 
     chunks = [woken_at[k : k + WAKE_CHUNK] for k in range(0, n, WAKE_CHUNK)]
     assert all(len(set(chunk)) == 1 for chunk in chunks), woken_at  # a chunk: one iteration
     assert len(set(woken_at)) == 5, woken_at  # each chunk: an iteration of its own
+
+
+async def test_the_next_batch_starts_as_soon_as_the_previous_one_returns() -> None:
+    """The callers of a batch are woken over several iterations; the next batch must not wait for
+    that (it did, and each batch under load lost a few ms: fewer polls served at 3x the capacity)."""
+    from robert_server.api.batching import WAKE_CHUNK
+
+    n = 4 * WAKE_CHUNK
+    gate = asyncio.Event()
+    woken = 0
+    woken_when_started: list[int] = []
+
+    async def fn(items: list[int]) -> list[int]:
+        woken_when_started.append(woken)
+        await gate.wait()
+        return items
+
+    batcher = MicroBatcher(fn, max_batch=n, max_delay=DELAY, max_in_flight=1)
+
+    async def caller(i: int) -> None:
+        nonlocal woken
+        await batcher.submit(i)
+        woken += 1
+
+    first = [asyncio.create_task(caller(i)) for i in range(n)]  # a full batch: runs at once
+    await asyncio.sleep(DELAY * 4)  # a partial batch waits, due, while the first is in flight
+    second = [asyncio.create_task(caller(n + i)) for i in range(2)]
+    await asyncio.sleep(DELAY * 4)
+    assert woken_when_started == [0]
+    gate.set()
+    await asyncio.gather(*first, *second)
+    await batcher.close()
+    assert len(woken_when_started) == 2
+    assert woken_when_started[1] < n, woken_when_started  # started before the first's callers all woke
