@@ -324,6 +324,17 @@ class LocalSystem:
                     self.processes[name] = self._spawn(name, self._own_env(kind, i))
                     self._wait_ready(name)
 
+    def restart(self, name: str) -> None:
+        """Start process ``name`` (``"api"``, ``"crypto.2"``...) again, stopping it first if it runs, and
+        wait until it answers (a benchmark or test that stopped a component brings it back)."""
+        kind, _, number = name.partition(".")
+        old = self.processes.get(name)
+        if old is not None and old.poll() is None:
+            old.terminate()
+            old.wait()
+        self.processes[name] = self._spawn(name, self._own_env(kind, int(number or 1) - 1))
+        self._wait_ready(name)
+
     def _own_env(self, kind: str, i: int) -> dict[str, str]:
         """The settings of the i-th process of ``kind`` on top of the common ones: its own ports."""
         if kind == "crypto":

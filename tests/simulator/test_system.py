@@ -41,6 +41,11 @@ async def test_local_system_serves_phones_moves_time_and_stops_cleanly() -> None
             ).get_code()
             assert (await reporter.report(code)).status == 200
 
+            before = system.processes["api"].pid
+            await asyncio.to_thread(system.restart, "api")  # as the restart-storm benchmark does
+            assert system.processes["api"].pid != before and not _alive(before)
+            assert (await phone.status()).status == 200
+
             system.shift_clock(3 * 86_400)
             await asyncio.sleep(1.5)  # components re-read the shift file within a second
             server_time = dt.datetime.fromisoformat(
