@@ -14,9 +14,11 @@ the requests) through a small HTTP/1.1 client of its own, cheap enough to offer 
    the latency of the 200 answers, the recovery time (from the end of the burst until a closed loop
    at ``CONCURRENCY`` gets 90 % of capacity over half a second again) and the CPU of each process
    (the load generator's too: it shares the machine). Last, the median of the rounds.
-3. Large uploads: 8 concurrent 32 MB /report bodies with a code nobody issued; the API's resident
+3. Refusal ceiling: a system with an admission bound of 1, polls at 2 000 to 10 000 a second: how many
+   refusals a second one API process answers, at what latency (beyond, the kernel queues them).
+4. Large uploads: 8 concurrent 32 MB /report bodies with a code nobody issued; the API's resident
    memory (with its report parsing workers) before, at its peak and after, and /clock meanwhile.
-4. Restart storm (a second system, with the default minimum gap between polls): every phone polled
+5. Restart storm (a second system, with the default minimum gap between polls): every phone polled
    once, the API stopped for ``DOWN`` seconds (60; 5 with --quick), started again, then every phone
    polls at once and retries after each refusal's Retry-After until answered. Printed: time until
    every phone had its answer, the 200 answers per second, refusals, and the phones refused as
@@ -25,15 +27,17 @@ the requests) through a small HTTP/1.1 client of its own, cheap enough to offer 
 Goals (issue 10): at 3x, goodput >= 90 % of capacity, refusals < 20 ms p99, full throughput back
 within 5 s. Environment: BENCH_PHONES (500; 200 with --quick), BENCH_CONCURRENCY (64),
 BENCH_BURST seconds (10; 4 with --quick), BENCH_ROUNDS (3; 1 with --quick), BENCH_STORM_PHONES
-(1000; 300 with --quick), BENCH_PARTS (which of overload,uploads,storm to run; all).
+(1000; 300 with --quick), BENCH_PARTS (which of overload,ceiling,uploads,storm to run; all).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -41,6 +45,7 @@ from statistics import median
 import aiohttp
 import orjson
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from robert_common.clock import Clock
 from simulator.phone import Phone
@@ -53,9 +58,15 @@ BURST = float(os.environ.get("BENCH_BURST", "4" if QUICK else "10"))
 STORM_PHONES = int(os.environ.get("BENCH_STORM_PHONES", "300" if QUICK else "1000"))
 DOWN = 5.0 if QUICK else 60.0
 CAPACITY_RUN = 4.0 if QUICK else 8.0
-PARTS = set(os.environ.get("BENCH_PARTS", "overload,uploads,storm").split(","))
+PARTS = set(os.environ.get("BENCH_PARTS", "overload,ceiling,uploads,storm").split(","))
+CEILING_RATES = (2000, 4000, 6000, 8000, 10000)
+CEILING_RUN = 3.0 if QUICK else 5.0
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
-RECOVERY_WINDOW = 8.0  # closed loop after each burst, to see throughput come back
+RECOVERY_WINDOW = 8.0
+# A phone gives up on a request after this many seconds. Past the API's listen backlog (a 10x burst),
+# a connection the kernel completed but the server never accepted gets no answer at all: without a
+# limit the benchmark waited for it for minutes.
+PHONE_TIMEOUT = 30.0  # closed loop after each burst, to see throughput come back
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,13 @@ class RawClient:
     async def post(self, path: str, body: bytes) -> Answer:
         sent = time.perf_counter()
         try:
+            async with asyncio.timeout(PHONE_TIMEOUT):
+                return await self._post(sent, path, body)
+        except TimeoutError:  # the connection (closed by _post) is not reused
+            return Answer(sent, time.perf_counter(), 0, None)
+
+    async def _post(self, sent: float, path: str, body: bytes) -> Answer:
+        try:
             conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
         except OSError:
             return Answer(sent, time.perf_counter(), 0, None)
@@ -103,6 +121,9 @@ class RawClient:
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             writer.close()
             return Answer(sent, time.perf_counter(), 0, None)
+        except asyncio.CancelledError:  # the phone gave up (PHONE_TIMEOUT)
+            writer.close()
+            raise
         done = time.perf_counter()
         if headers.get("connection", "").lower() == "close":
             writer.close()
@@ -125,12 +146,12 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def register(base_url: str, key: bytes, count: int) -> list[Phone]:
+async def register(base_url: str, key: bytes, count: int, at_once: int = 16) -> list[Phone]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as http:
         phones = [Phone(base_url, key, clock=Clock(), http=http) for _ in range(count)]
         started = time.perf_counter()
-        for i in range(0, count, 16):
-            results = await asyncio.gather(*(p.register() for p in phones[i : i + 16]))
+        for i in range(0, count, at_once):
+            results = await asyncio.gather(*(p.register() for p in phones[i : i + at_once]))
             assert all(r.status == 201 for r in results), [r.status for r in results][:5]
         print(f"registered {count} phones in {time.perf_counter() - started:.1f} s", flush=True)
     for p in phones:
@@ -193,6 +214,21 @@ def recovery_time(answers: list[Answer], since: float, capacity: float) -> float
     return None
 
 
+def api_long_pauses(system: LocalSystem) -> int:
+    """How many garbage collections of the API process so far took over 20 ms (its
+    ``robert_gc_pause_seconds`` histogram; robert_common/heap.py)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{system.metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    total = short = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "robert_gc_pause_seconds_count":
+                total += sample.value
+            elif sample.name == "robert_gc_pause_seconds_bucket" and sample.labels["le"] == "0.02":
+                short += sample.value
+    return int(total - short)
+
+
 async def capacity_now(client: RawClient, bodies: StatusBodies) -> float:
     """The 200 answers per second of a closed loop at ``CONCURRENCY`` for ``CAPACITY_RUN`` seconds."""
     answers = await closed_loop(client, bodies, time.perf_counter() + CAPACITY_RUN)
@@ -217,16 +253,19 @@ async def overload(system: LocalSystem) -> None:
     print(
         "| round | load | capacity/s | offered/s | goodput/s | % of capacity | refused | refusal p50 ms "
         "| refusal p99 ms | 503 at deadline | errors | 200 p50 ms | 200 p99 ms | recovery s "
-        "| CPU % api/crypto/db/load |"
+        "| CPU % api/crypto/db/load | API GC pauses > 20 ms |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     shares_of: dict[int, list[float]] = {1: [], 3: [], 10: []}
     refusal_p99_of: dict[int, list[float]] = {1: [], 3: [], 10: []}
     for rnd in range(1, ROUNDS + 1):
         for k in (1, 3, 10):
+            gc.collect()  # then none in this process while it measures: its pauses are not the server's
+            gc.disable()
             await asyncio.sleep(2)
             # The capacity right before each burst: this shared VM's speed drifts from minute to minute.
             capacity = await capacity_now(client, bodies)
+            pauses = api_long_pauses(system)
             cpu = system.cpu_seconds() | {"load": time.process_time()}
             start = time.perf_counter()
             end = start + BURST
@@ -234,6 +273,8 @@ async def overload(system: LocalSystem) -> None:
             await asyncio.sleep(BURST)  # then the burst's stragglers and a closed loop, together
             after = await closed_loop(client, bodies, end + RECOVERY_WINDOW)
             burst = await arrivals
+            pauses = api_long_pauses(system) - pauses
+            gc.enable()
             used = system.cpu_seconds() | {"load": time.process_time()}
             spent = time.perf_counter() - start
             shares = "/".join(
@@ -253,7 +294,7 @@ async def overload(system: LocalSystem) -> None:
                 f"| {100 * goodput / capacity:.0f} % | {len(refused)} | {pct(refused, 0.5) * 1000:.1f} "
                 f"| {pct(refused, 0.99) * 1000:.1f} | {late} | {errors} | {pct(ok_lat, 0.5) * 1000:.0f} "
                 f"| {pct(ok_lat, 0.99) * 1000:.0f} | {'n/a' if recovery is None else f'{recovery:.1f}'} "
-                f"| {shares} |",
+                f"| {shares} | {pauses} |",
                 flush=True,
             )
     for k in (1, 3, 10):
@@ -376,6 +417,34 @@ async def large_uploads(system: LocalSystem) -> None:
     )
 
 
+async def refusal_ceiling(system: LocalSystem) -> None:
+    """Refusals only (an admission bound of 1): how many a second one API process answers, and how fast."""
+    phones = await register(system.base_url, system.server_public_key(), 200, at_once=1)
+    bodies = StatusBodies(phones)
+    client = RawClient(system.base_url)
+    print("| offered/s | answered/s | refused | refusal p50 ms | refusal p99 ms | errors | CPU % api/load |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
+    for rate in CEILING_RATES:
+        gc.collect()
+        gc.disable()
+        await asyncio.sleep(2)
+        cpu = system.cpu_seconds()["api"], time.process_time()
+        start = time.perf_counter()
+        answers = await open_loop(client, bodies, rate, CEILING_RUN)
+        spent = time.perf_counter() - start
+        gc.enable()
+        api, load = system.cpu_seconds()["api"] - cpu[0], time.process_time() - cpu[1]
+        refused = [a.latency for a in answers if a.status == 503 and a.retry_after is not None]
+        answered = sum(1 for a in answers if a.status and a.done <= start + CEILING_RUN)
+        print(
+            f"| {rate} | {answered / CEILING_RUN:.0f} | {len(refused)} | {pct(refused, 0.5) * 1000:.1f} "
+            f"| {pct(refused, 0.99) * 1000:.1f} | {sum(1 for a in answers if not a.status)} "
+            f"| {100 * api / spent:.0f}/{100 * load / spent:.0f} |",
+            flush=True,
+        )
+    client.close()
+
+
 def system_clock(system: LocalSystem) -> Clock:
     """A phone clock that follows the system's clock-shift file."""
     return Clock(system.clock_shift_file)
@@ -386,6 +455,10 @@ def main() -> None:
     if "overload" in PARTS:
         with LocalSystem(("crypto", "api"), env=env) as system:
             uvloop.run(overload(system))
+    if "ceiling" in PARTS:
+        print("\nrefusal ceiling of one API process (admission bound 1: nearly every poll refused)")
+        with LocalSystem(("crypto", "api"), env=env | {"ROBERT_API_MAX_IN_PROGRESS": "1"}) as system:
+            uvloop.run(refusal_ceiling(system))
     if "uploads" in PARTS:
         print("\nlarge uploads (request deadline 60 s: 32 MB bodies take longer than 5 s here)")
         with LocalSystem(("crypto", "api"), env={"ROBERT_API_REQUEST_DEADLINE": "60"}) as system:
