@@ -51,6 +51,12 @@ __all__ = ["MatchingConfig", "PassStats", "Worker", "default_owner"]
 
 log = logging.getLogger("robert.matcher")
 
+
+def batch_key(batch_id: str) -> str:
+    """The key under which a contact batch's KPI counters are added (once) to the day's document."""
+    return f"contacts:{batch_id}"
+
+
 LEASE_MARGIN = 0.2  # of the lease: a group is deleted at once only while more than this is left
 DEFAULT_CONFIG = MatchingConfig()  # the settings' defaults (tests, benchmarks)
 # What a batch's own data raises when the worker cannot read it (a missing field, a value of the wrong
@@ -170,15 +176,43 @@ class Worker:
         await exposures.apply_scores(ctx, {b: s.scores for b, s in scored.items()})
         ctx.step("risk_evaluated")
         with ctx.timed("db"):
+            counted = await self._count(batches, scored)
+            ctx.step("counted")
             done = await self._complete(batch_ids, lease_until)
-            total: Counter[str] = Counter()
-            for batch_id in done:  # a batch's counters are added with its deletion: exactly once
-                total.update(scored[batch_id].counters)
-            await kpis.increment(ctx.db, ctx.today(), **total)
         ctx.stats.batches += len(done)
-        ctx.stats.counters.update(total)
+        ctx.stats.counters.update(counted)
         ctx.step("completed")
         return True
+
+    async def _count(
+        self, batches: Sequence[Mapping[str, Any]], scored: Mapping[str, validation.BatchScores]
+    ) -> Counter[str]:
+        """Add the KPI counters of the batches, each exactly once whatever happens next: keyed by its
+        batch id (:func:`kpis.increment_once_keys`), before its deletion, on the day it arrived (the
+        same document however late or often it is completed). A worker dying between counting and
+        deleting, or a batch taken over by another worker, is counted again by whoever completes it,
+        which adds nothing. (Deleting first, as before, lost the counts of a worker killed in between.)
+        What this call added."""
+        ctx = self.ctx
+        today = ctx.today()
+        by_day: dict[dt.date, list[str]] = {}
+        for b in batches:
+            arrived = b.get("received_at")
+            by_day.setdefault(arrived.date() if arrived else today, []).append(b["_id"])
+        counted: Counter[str] = Counter()
+        for day, batch_ids in by_day.items():
+            total: Counter[str] = Counter()
+            for batch_id in batch_ids:
+                total.update(scored[batch_id].counters)
+            keys = [batch_key(b) for b in batch_ids]
+            if (await kpis.increment_once_keys(ctx.db, day, keys, dict(total), {}))[0]:
+                counted.update(total)
+                continue
+            for batch_id, key in zip(batch_ids, keys, strict=True):  # some were counted: one by one
+                counters = scored[batch_id].counters
+                if (await kpis.increment_once_keys(ctx.db, day, [key], dict(counters), {}))[0]:
+                    counted.update(counters)
+        return counted
 
     async def _isolate(
         self, batches: Sequence[Mapping[str, Any]], lease_until: dt.datetime, error: Exception
@@ -253,7 +287,8 @@ class Worker:
         s.foreign.clear()
 
     async def _complete(self, batch_ids: list[str], lease_until: dt.datetime) -> list[str]:
-        """Delete the processed batches this worker still holds; the ids deleted (their counts are added).
+        """Delete the processed batches this worker still holds (their counts are in, see :meth:`_count`);
+        the ids deleted.
 
         While the lease certainly runs (no other worker can have taken a batch over), one delete for
         the group; near or past its end, one delete per batch, which tells which ones were still held.
@@ -264,8 +299,8 @@ class Worker:
             deleted = await contacts.complete_batches(ctx.db, batch_ids, ctx.owner)
             if deleted == len(batch_ids):
                 return batch_ids
-            # Only with clocks far apart: which batches were deleted is unknown, so count none
-            # (counted at most once, as a worker dying right after a delete also does).
+            # Only with clocks far apart: which batches were deleted is unknown (their counts are in,
+            # once: a worker completing one of them again adds nothing).
             log.warning("contact batches taken over while held", extra={"lost": len(batch_ids) - deleted})
             return []
         return [b for b in batch_ids if await contacts.complete_batch(ctx.db, b, ctx.owner)]

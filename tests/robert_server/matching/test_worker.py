@@ -87,7 +87,7 @@ async def test_a_batch_run_twice_counts_once(matching: Matching) -> None:
     assert reg["exposures"] == {str(matching.days_ago_epoch(1)): pytest.approx(FULL_EPOCH)}
 
 
-STEPS = ["validated", "foreign_stored", "exposures_added", "risk_evaluated", "completed"]
+STEPS = ["validated", "foreign_stored", "exposures_added", "risk_evaluated", "counted", "completed"]
 
 
 class Crash(Exception):
@@ -123,8 +123,9 @@ async def test_a_worker_dying_between_steps_loses_nothing_and_counts_nothing_twi
     assert len(await outbox.pending(matching.db, 0x22, 10)) == 1
     k = await kpis.report(matching.db)
     assert k["alertedUsers"] == 1 and k["usersAtRisk"] == 1
-    if step != "completed":  # counters are added when the batch is completed: exactly once
-        assert k["contactsProcessed"] == 7
+    # Counters: each batch's exactly once, wherever the worker died (they were lost when it died
+    # between a batch's deletion and the counting).
+    assert k["contactsProcessed"] == 7
 
 
 async def test_two_workers_share_the_batches(matching: Matching) -> None:
@@ -244,7 +245,8 @@ async def test_a_group_with_a_batch_already_applied_adds_each_batch_once(matchin
     assert reg["exposures"] == {str(e): pytest.approx(FULL_EPOCH), str(e + 1): pytest.approx(FULL_EPOCH)}
     assert reg["at_risk"] is True and not reg["risk_pending"]
     k = await kpis.report(matching.db)
-    assert k["alertedUsers"] == 1 and k["usersAtRisk"] == 1 and k["contactsProcessed"] == 3
+    # A's counters were added with its first completion (keyed by its batch id): not again.
+    assert k["alertedUsers"] == 1 and k["usersAtRisk"] == 1 and k["contactsProcessed"] == 2
 
 
 async def test_a_group_whose_lease_ended_completes_only_what_it_still_holds(matching: Matching) -> None:
@@ -260,10 +262,14 @@ async def test_a_group_whose_lease_ended_completes_only_what_it_still_holds(matc
     assert taken is not None
     slow = matching.worker(owner="slow")
     assert await slow.process_batches(group, now + dt.timedelta(seconds=LEASE))
-    assert slow.stats.batches == 1  # only the batch it still held is deleted and counted
-    assert slow.stats.counters["contactsProcessed"] == 1
+    assert slow.stats.batches == 1  # only the batch it still held is deleted
+    assert slow.stats.counters["contactsProcessed"] == 2  # both counted, each under its batch id
     left = await contacts.collection(matching.db).find({}).to_list()
     assert [(b["_id"], b["lease_owner"]) for b in left] == [(taken["_id"], "other")]
+    other = matching.worker(owner="other")  # completes the batch it took over: counts nothing again
+    assert await other.process_batches([taken], matching.cs.clock.utcnow() + dt.timedelta(seconds=LEASE))
+    assert other.stats.batches == 1 and other.stats.counters["contactsProcessed"] == 0
+    assert (await kpis.report(matching.db))["contactsProcessed"] == 2
 
 
 async def test_the_daily_recount_leaves_unsettled_risk_counts_to_the_outbox(matching: Matching) -> None:
@@ -290,3 +296,22 @@ async def test_the_daily_recount_leaves_unsettled_risk_counts_to_the_outbox(matc
     assert k["usersAtRisk"] == 1 and k["alertedUsers"] == 1
     await worker.run_once()
     assert (await kpis.report(matching.db))["usersAtRisk"] == 1
+
+
+async def test_a_batch_counted_then_completed_a_day_later_is_counted_once(matching: Matching) -> None:
+    """Counts go to the day the batch arrived: a worker that died after counting, its batch completed by
+    another after midnight, adds nothing to the next day's document."""
+    a = await matching.phone()
+    e = matching.days_ago_epoch(3)
+    await matching.upload(*(matching.contact(a, e + k) for k in range(3)))
+
+    def crash(name: str) -> None:
+        if name == "counted":
+            raise Crash(name)
+
+    with pytest.raises(Crash):
+        await matching.worker(on_step=crash).run_once()
+    matching.advance(86_400 + LEASE + 1)
+    await matching.worker().run_once()
+    assert await contacts.pending_batches(matching.db) == 0
+    assert (await kpis.report(matching.db))["contactsProcessed"] == 3
