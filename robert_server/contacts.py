@@ -107,6 +107,13 @@ async def store_report(
     return await store_packed(db, report_id, [pack_contact(c) for c in contacts], received_at)
 
 
+async def received_at(db: AsyncDatabase, report_id: str) -> dt.datetime | None:
+    """When the contacts of ``report_id`` were stored first (a retry stores nothing again); None when
+    it had none. Its KPI day (robert_server/api/report.py)."""
+    doc = await collection(db).find_one({"_id": f"{report_id}:0"}, {"received_at": 1})
+    return None if doc is None else doc["received_at"]
+
+
 async def store_packed(
     db: AsyncDatabase, report_id: str, packed: Sequence[dict[str, Any]], received_at: dt.datetime
 ) -> int:

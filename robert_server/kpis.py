@@ -22,7 +22,7 @@ CURRENT = "current"
 
 # Per-day counters, summed over the days asked for.
 COUNTERS: dict[str, str] = {
-    "reports": "accepted /report calls",
+    "reports": "reports whose contacts were stored (once each, whatever the retries and crashes)",
     "contactsProcessed": "uploaded contacts the matching worker finished with (any outcome)",
     "hellosProcessed": "HELLOs of those contacts",
     "hellosScored": "HELLOs that passed every check and were scored",

@@ -53,6 +53,7 @@ async def report(svc: Services, parsed: v.ParsedReport, source: str) -> tuple[Re
         raise ApiError(401, "invalid token")
     try:
         await contacts.store_packed(svc.db, reservation.report_id, parsed.packed, svc.time.clock.utcnow())
+        await _count(svc, reservation.report_id)
         answer = {
             "success": True,
             "message": "Successful operation",
@@ -68,13 +69,20 @@ async def report(svc: Services, parsed: v.ParsedReport, source: str) -> tuple[Re
     return reservation, answer
 
 
+async def _count(svc: Services, report_id: str) -> None:
+    """Count the report with its contacts, once per report id and on the day they were first stored:
+    a retry after a lost answer, or after the API died, adds nothing. (Counting once the answer was
+    out lost the counts of an API killed in between.)"""
+    first = await contacts.received_at(svc.db, report_id) or svc.time.clock.utcnow()
+    await kpis.increment_once_keys(svc.db, first.date(), [f"report:{report_id}"], {"reports": 1}, {})
+
+
 async def confirm(svc: Services, reservation: Reservation) -> None:
     """The answer went out: the code is used now."""
     if not await svc.verifier.confirm(reservation):
         # The reservation lapsed and another upload of the same code took it: that upload stores
         # under the same report id, so these contacts are not stored twice. Still a success.
         log.info("report confirmed by a concurrent upload of the same code")
-    await kpis.increment(svc.db, svc.time.clock.utcnow().date(), reports=1)
 
 
 async def release(svc: Services, reservation: Reservation) -> None:
