@@ -1,8 +1,9 @@
 """The daily matching job (PROTOCOL.md 9), run once a day (service clock) by one worker.
 
 Purges exposure epochs older than the contagious period, clears at-risk flags 7 days after the last
-contact, counts both, recounts the ``usersAtRisk`` gauge, purges expired captchas and deletes orphan
-identities. Which worker runs it is decided by a claim in :mod:`.state`.
+contact, counts both, recounts the ``usersAtRisk`` gauge and purges expired captchas. Which worker runs
+it is decided by a claim in :mod:`.state`. Deleting orphan identities needs the crypto service: it has
+a daily claim of its own (:func:`run_reconciliation`), tried at every pass until it is done.
 
 The registrations are visited in one walk in ``_id`` order (:func:`registrations.walk`), a page of
 ``daily_page`` at a time, each page a short query whatever the collection's size (filters on ``at_risk``
@@ -44,10 +45,8 @@ class Sweep:
     runs: list[str] | None = None  # the KPI runs counted in the gauge when the walk started
 
 
-async def run_daily(ctx: PassContext, crypto: CryptoClient | None = None) -> bool:
-    """Run today's job if no worker did yet and none is running it. True if run to its end.
-
-    With ``crypto``, also delete identities left without a registration (:mod:`.orphans`)."""
+async def run_daily(ctx: PassContext) -> bool:
+    """Run today's job if no worker did yet and none is running it. True if run to its end."""
     today = ctx.today()
     now = ctx.time.clock.utcnow()
     if not await state.claim_daily(ctx.db, today, now, ctx.config.lease_seconds, ctx.owner):
@@ -59,8 +58,6 @@ async def run_daily(ctx: PassContext, crypto: CryptoClient | None = None) -> boo
             return False
         await recount_gauges(ctx, sweep)
         captchas = await captcha.purge_expired(ctx.db, ctx.time.clock.utcnow(), ctx.config.daily_page)
-        if crypto is not None:
-            await reconcile_identities(ctx, crypto)
         await state.finish_daily(ctx.db, today)
     log.info(
         "daily matching maintenance",
@@ -125,15 +122,27 @@ async def _one_page(ctx: PassContext, page: list[dict[str, Any]], seen: set[str]
     return sum(len(v) for v in expired.values()), cleared, at_risk + len(to_clear) - cleared
 
 
-async def reconcile_identities(ctx: PassContext, crypto: CryptoClient) -> None:
-    """Orphan identities (:mod:`.orphans`); a crypto service that is down leaves them to the next day."""
+async def run_reconciliation(ctx: PassContext, crypto: CryptoClient) -> bool:
+    """Today's identity reconciliation (:mod:`.orphans`) if no worker did it yet and none is doing it;
+    its own daily claim: a crypto service that is down leaves it to a later pass (not to the next
+    day, as when it was a step of the daily job). True if done now."""
+    today = ctx.today()
+    now = ctx.time.clock.utcnow()
+    if not await state.claim_daily(
+        ctx.db, today, now, ctx.config.lease_seconds, ctx.owner, job=state.IDENTITIES
+    ):
+        return False
     cutoff = ctx.time.clock.now() - ctx.config.orphan_grace_seconds
     try:
-        result = await orphans.delete_orphan_identities(ctx.db, crypto, cutoff)
+        with ctx.timed("db"):
+            result = await orphans.delete_orphan_identities(ctx.db, crypto, cutoff)
     except CryptoError as e:
-        log.warning("identity reconciliation not done: crypto service", extra={"reason": e.reason})
-        return
+        log.warning("identity reconciliation not done yet: crypto service", extra={"reason": e.reason})
+        await state.release_daily(ctx.db, state.IDENTITIES, ctx.owner)
+        return False
+    await state.finish_daily(ctx.db, today, job=state.IDENTITIES)
     log.info("identity reconciliation", extra={"scanned": result.scanned, "deleted": result.deleted})
+    return True
 
 
 async def recount_gauges(ctx: PassContext, sweep: Sweep | None = None) -> None:

@@ -146,8 +146,12 @@ class Worker:
         await exposures.evaluate_pending(self.ctx)
 
     async def daily_maintenance(self) -> bool:
-        """Once a day (service clock), by one worker: purge, clear expired risks, recount. True if run."""
-        return await daily.run_daily(self.ctx, self.crypto)
+        """Once a day (service clock), by one worker: purge, clear expired risks, recount (True if run
+        now); and, as soon as the crypto service answers, delete the orphan identities."""
+        ran = await daily.run_daily(self.ctx)
+        if self.crypto is not None:
+            await daily.run_reconciliation(self.ctx, self.crypto)
+        return ran
 
     # --- a group of batches (PROTOCOL.md 8) --------------------------------------------------------
 

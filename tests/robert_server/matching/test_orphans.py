@@ -7,7 +7,9 @@ clean-up fails too; the daily job deletes such orphans once they are older than 
 from __future__ import annotations
 
 from crypto_backend.identities import COLLECTION as IDENTITIES
+from robert_common.mongo import free_port
 from robert_server import registrations
+from robert_server.crypto_client import CryptoClient
 from robert_server.matching.orphans import MIN_PAGE_FOR_SHARE, delete_orphan_identities
 from robert_server.matching.worker import MatchingConfig, Worker
 from tests.fixtures.crypto import CryptoService
@@ -74,3 +76,24 @@ async def test_the_crypto_service_lists_only_old_identities_in_order(crypto_serv
     listed = await cs.matcher.list_identities(b"", cutoff, 100)
     assert listed == sorted(first)
     assert await cs.matcher.list_identities(listed[0], cutoff, 1) == [listed[1]]
+
+
+async def test_a_crypto_service_down_delays_the_reconciliation_to_a_later_pass_not_a_later_day(
+    crypto_service,
+) -> None:
+    """``robert up`` may start the matcher before the crypto service answers: the day's reconciliation
+    used to be skipped with the rest of the daily job marked done, leaving the orphans a day longer."""
+    cs = crypto_service
+    kept = await new_identity(cs, True)
+    orphan = await new_identity(cs, False)
+    cs.clock.advance(DAY + 60)
+    config = MatchingConfig(orphan_grace_seconds=DAY)
+    down = CryptoClient(f"127.0.0.1:{free_port()}", 0.5, settings=cs.settings, identity="matcher")
+    try:
+        assert await Worker(cs.db, down, cs.time, config).daily_maintenance()  # the daily job itself
+    finally:
+        await down.close()
+    assert await identities(cs) == {kept, orphan}  # not reconciled: the crypto service did not answer
+    cs.clock.advance(60)  # a later pass, the same day, the crypto service up
+    assert not await Worker(cs.db, cs.matcher, cs.time, config).daily_maintenance()  # done today already
+    assert await identities(cs) == {kept}
