@@ -174,9 +174,12 @@ async def store_forwarded(
 
 
 async def release_forwarded(db: AsyncDatabase, batch_ids: Sequence[str]) -> None:
-    """Make held forwarded batches claimable (idempotent: released or matched ones are left alone)."""
+    """Make held forwarded batches claimable (idempotent: released or matched ones are left alone).
+
+    The partner is told ACCEPTED after this and drops its copy: journaled (``j: true``), which also
+    makes the journal hold the batch's insert before it."""
     for chunk in id_chunks(batch_ids):
-        await collection(db).update_many(
+        await durable(collection(db)).update_many(
             {"_id": {"$in": chunk}, "lease_until": HELD}, {"$set": {"lease_until": UNCLAIMED}}
         )
 

@@ -28,6 +28,9 @@ pytestmark = pytest.mark.slow
 WRITERS = 4
 KILL_AFTER = 400  # acknowledged writes before the database is killed
 Write = Callable[[bytes], Awaitable[bytes]]  # one write for a writer's key; the id it is stored under
+_PACKED = contacts.pack_contact(
+    contacts.Contact(b"\x01" * 8, b"\x02", [contacts.Hello(1, 1, b"\x03" * 5, -60)])
+)
 
 
 def _writes(kind: str, db: AsyncDatabase, tmp_path: Path) -> Write:
@@ -46,6 +49,14 @@ def _writes(kind: str, db: AsyncDatabase, tmp_path: Path) -> Write:
             return f"{key.hex()}:0".encode()
 
         return report
+    if kind == "forwarded":  # a partner's federation batch, answered ACCEPTED once released
+
+        async def forwarded(key: bytes) -> bytes:
+            ids = await contacts.store_forwarded(db, 0x22, key.hex(), [_PACKED], dt.datetime.now(dt.UTC))
+            await contacts.release_forwarded(db, ids)
+            return ids[0].encode()
+
+        return forwarded
     # identities: the crypto database may be another server, so its write is journaled on its own
     settings = load_settings(data_dir=tmp_path, bundle_days=1)
     identities = IdentityStore(
@@ -59,11 +70,15 @@ def _writes(kind: str, db: AsyncDatabase, tmp_path: Path) -> Write:
 
 
 async def _stored(db: AsyncDatabase, kind: str) -> set[bytes]:
-    ids = [d["_id"] async for d in db[kind].find({}, {"_id": 1})]
+    if kind == "forwarded":  # stored and released: claimable by the matcher
+        cursor = db[contacts.COLLECTION].find({"lease_until": {"$ne": contacts.HELD}}, {"_id": 1})
+    else:
+        cursor = db[kind].find({}, {"_id": 1})
+    ids = [d["_id"] async for d in cursor]
     return {i.encode() if isinstance(i, str) else bytes(i) for i in ids}
 
 
-@pytest.mark.parametrize("kind", ["registrations", "contacts", "identities"])
+@pytest.mark.parametrize("kind", ["registrations", "contacts", "forwarded", "identities"])
 async def test_acknowledged_writes_survive_the_database_killed(tmp_path: Path, kind: str) -> None:
     server = EmbeddedMongo(tmp_path / "mongo")
     server.start()
