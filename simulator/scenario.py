@@ -90,9 +90,9 @@ def _check_distance(v: Any) -> Distance:
 class PhoneSpec(_Strict):
     name: str | None = None
     group: str | None = None
-    count: int = Field(1, ge=1, le=100_000)
-    pocket: float = Field(0.5, ge=0.0, le=1.0)
-    joins_day: int = Field(0, ge=0)
+    count: int = Field(default=1, ge=1, le=100_000)
+    pocket: float = Field(default=0.5, ge=0.0, le=1.0)
+    joins_day: int = Field(default=0, ge=0)
     country: str | None = None
 
     @model_validator(mode="after")
@@ -115,7 +115,7 @@ class PlaceSpec(_Strict):
 class EncounterSpec(_Strict):
     who: list[str] | None = None
     place: str | None = None
-    day: int | None = Field(None, ge=0)
+    day: int | None = Field(default=None, ge=0)
     days: list[int] | None = None
     at: str
     minutes: float = Field(gt=0, le=24 * 60)
@@ -163,33 +163,33 @@ class DiagnosisSpec(_Strict):
 
 
 class PollingSpec(_Strict):
-    every_hours: float = Field(6.0, ge=0.5, le=48)
+    every_hours: float = Field(default=6.0, ge=0.5, le=48)
 
 
 class MatchingSpec(_Strict):
-    every_hours: float = Field(6.0, ge=0.25, le=48)
+    every_hours: float = Field(default=6.0, ge=0.25, le=48)
     after_reports: bool = True
 
 
 class DummiesSpec(_Strict):
     """Dummy /report uploads (README, "Privacy on the wire"): sent during poll rounds, at random."""
 
-    per_phone_per_day: float = Field(0.0, ge=0, le=48)
+    per_phone_per_day: float = Field(default=0.0, ge=0, le=48)
 
 
 class GroundTruthSpec(_Strict):
     """The model's own definition of "exposed" (see simulator/groundtruth.py)."""
 
-    distance_m: float = Field(2.0, gt=0)
-    minutes: float = Field(15.0, gt=0)
-    lookback_days: int = Field(14, ge=1)
-    recent_days: int = Field(7, ge=1)
+    distance_m: float = Field(default=2.0, gt=0)
+    minutes: float = Field(default=15.0, gt=0)
+    lookback_days: int = Field(default=14, ge=1)
+    recent_days: int = Field(default=7, ge=1)
 
 
 class ScenarioSpec(_Strict):
     name: str = "scenario"
     seed: int = 0
-    days: int | None = Field(None, ge=1, le=60)
+    days: int | None = Field(default=None, ge=1, le=60)
     polling: PollingSpec = PollingSpec()
     matching: MatchingSpec = MatchingSpec()
     dummies: DummiesSpec = DummiesSpec()
