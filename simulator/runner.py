@@ -51,7 +51,8 @@ MIN_FINAL_GAP = 2700  # a last poll round only if 45 min after the previous (sta
 class TimeControl(Protocol):
     """Moves the system's time; ``clock`` is what the virtual phones read."""
 
-    clock: Clock
+    @property
+    def clock(self) -> Clock: ...  # read-only: an implementation may hold a subclass (ManualClock...)
 
     async def move_to(self, unix_seconds: float) -> None: ...
 
