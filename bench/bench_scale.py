@@ -350,7 +350,7 @@ async def round_trips(uri: str, data: Path) -> dict[str, float]:
             for p in phones[1:101]:
                 epoch = p.key_of()[0]
                 for k in range(20):  # HELLOs of the current epoch (the one the bundle starts with)
-                    reporter.hear(p.hello(p.time_start + epoch * 900 + k * 30), rssi=-50)
+                    reporter.hear(p.hello(p.epoch_start(epoch) + k * 30), rssi=-50)
             recorder.take()
             r = await reporter.report(code)
             assert r.status == 200, r.body

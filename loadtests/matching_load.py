@@ -24,7 +24,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robert_common.clock import EPOCH_DURATION, Clock  # noqa: E402
+from robert_common.clock import Clock  # noqa: E402
 from simulator.backend import GrpcIssuer  # noqa: E402
 from simulator.phone import Phone  # noqa: E402
 from simulator.system import LocalSystem  # noqa: E402
@@ -52,7 +52,7 @@ async def preload(system: LocalSystem, args: argparse.Namespace) -> tuple[int, f
             now = clock.ntp_now()
             for other in rng.sample(phones, min(args.contacts, len(phones))):
                 # heard in the current epoch: the registration bundle starts there
-                epoch_start = other.time_start + other.epoch_now() * EPOCH_DURATION
+                epoch_start = other.epoch_start(other.epoch_now())
                 start = max(epoch_start, now - args.hellos * 5 - rng.randrange(600))
                 for i in range(args.hellos):
                     t = start + 5 * i

@@ -134,6 +134,12 @@ class Phone:
             raise RuntimeError("not registered")
         return (self.ntp_now() - self.time_start) // EPOCH_DURATION
 
+    def epoch_start(self, epoch_id: int) -> int:
+        """NTP seconds at which ``epoch_id`` starts (PROTOCOL.md 1), from the registration's timeStart."""
+        if self.time_start is None:
+            raise RuntimeError("not registered")
+        return self.time_start + epoch_id * EPOCH_DURATION
+
     def derive_keys(self) -> None:
         """K_A,mac and K_A,tuples from ECDH(phone private, server public) (PROTOCOL.md 2)."""
         self.k_mac, self.k_tuples = protocol.derive_client_keys(self.private_key, self.server_public_key)
