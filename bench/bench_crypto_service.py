@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from bench.bench_keystore import pkcs11_store, softhsm_env
@@ -39,7 +39,7 @@ STATUS_CALLS = 2000
 HELLOS_PER_CONTACT = 100
 
 
-async def _run(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> float:
+async def _run(calls: Sequence[Callable[[], Awaitable[object]]], concurrency: int) -> float:
     """Run the calls with ``concurrency`` in flight; return the wall time."""
     queue = iter(calls)
 
