@@ -14,11 +14,14 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.errors import InvalidSchema
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -48,11 +51,16 @@ class FuzzResult:
         return sum(self.statuses.values())
 
 
-def run_fuzz(base_url: str, examples: int) -> FuzzResult:
-    """Up to ``examples`` generated requests per operation of openapi.yaml against ``base_url``."""
-    schema = schemathesis.openapi.from_path(str(OPENAPI_PATH))
+def run_fuzz(base_url: str, examples: int, document: Path = OPENAPI_PATH) -> FuzzResult:
+    """Up to ``examples`` generated requests per operation of ``document`` (openapi.yaml) against
+    ``base_url``. An operation the document does not define properly (an unresolvable reference...) is a
+    problem found, and the other operations are still run."""
+    schema = schemathesis.openapi.from_path(str(document))
     out = FuzzResult()
     for operation in schema.get_all_operations():
+        if isinstance(operation, Err):
+            out.problems.append(_invalid_operation(operation.err()))
+            continue
         op = operation.ok()
 
         @given(case=op.as_strategy())
@@ -81,6 +89,12 @@ def run_fuzz(base_url: str, examples: int) -> FuzzResult:
             found = [line.strip() for line in str(e).splitlines() if line.startswith("- ")]
             out.problems.append(f"{op.label}: {'; '.join(found) or type(e).__name__}")
     return out
+
+
+def _invalid_operation(error: InvalidSchema) -> str:
+    """``<METHOD> <path>: what is wrong`` for an operation schemathesis could not read."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{error.label}: {'; '.join(line for line in lines if line != 'Error details:')[:200]}"
 
 
 def main() -> None:
