@@ -33,7 +33,7 @@ bench: install          ## benchmarks: print figures, assert nothing
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy robert_common crypto_backend robert_server
+	$(VENV)/bin/mypy robert_common crypto_backend robert_server bench simulator loadtests
 
 proto: install          ## regenerate robert_common/rpc from proto/
 	$(PY) scripts/gen_proto.py
