@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import base64
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from crypto_backend.keystore import (
     utc_today,
 )
 from robert_common.clock import Clock
+from robert_common.files import create_private
 from robert_common.logs import setup_logging
 from robert_common.settings import Settings, SettingsError, load_settings
 
@@ -232,11 +232,9 @@ def run_keys_export_federation(args: argparse.Namespace) -> int:
     finally:
         store.close()
     try:
-        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        create_private(args.file, f"{FEDERATION_KEY_HEADER}\n{base64.b64encode(k_g).decode()}\n".encode())
     except OSError as e:
         return _fail(f"cannot create {args.file}: {e.strerror}")
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{FEDERATION_KEY_HEADER}\n{base64.b64encode(k_g).decode()}\n")
     print(f"K_G written to {args.file} (keep it secret; import it on each federated server)")
     return 0
 

@@ -24,6 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from robert_common.files import open_private_append
 from robert_common.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class EmbeddedMongo:
         if self.data_dir is not None:
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             storage = str(self.data_dir / "db")
-            log_fd = os.open(self.data_dir / "secantusdb.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            log_fd = open_private_append(self.data_dir / "secantusdb.log")
             self._log = log_target = os.fdopen(log_fd, "ab")
         cmd = [
             sys.executable, "-m", "secantus",

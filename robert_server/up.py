@@ -39,6 +39,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from robert_common import tls
+from robert_common.files import write_private
 from robert_common.logs import setup_logging
 from robert_common.mongo import EmbeddedMongo, EmbeddedMongoError
 from robert_common.settings import EMBEDDED_URI_FILE, Settings, load_settings
@@ -251,13 +252,6 @@ def _make_private(data_dir: Path) -> None:
                 os.chmod(path, mode)
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
-
-
 def _prepare(settings: Settings, env: dict[str, str]) -> None:
     """Development conveniences: the internal plane's CA and one certificate per component when no CA
     is configured nor found (mutual TLS); a key store (and its passphrase file) when none exists, made by
@@ -315,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         if settings.mongodb_uri is None:
             database = EmbeddedMongo(settings.data_dir / "mongo")
             env["ROBERT_MONGODB_URI"] = database.start()
-            _write_private(uri_file, env["ROBERT_MONGODB_URI"] + "\n")
+            write_private(uri_file, (env["ROBERT_MONGODB_URI"] + "\n").encode())
             log.info("embedded database started", extra={"data": str(settings.data_dir / "mongo")})
         _prepare(settings, env)
         from robert_server.portal.up import prepare_portal

@@ -35,7 +35,6 @@ from pymongo import AsyncMongoClient
 
 from crypto_backend import protocol
 from robert_common.clock import EPOCH_DURATION, Clock, write_clock_shift
-from robert_common.mongo import free_port
 from robert_common.rpc import crypto_pb2, crypto_pb2_grpc
 from robert_server import kpis
 from robert_server.codes.formats import normalise
@@ -44,8 +43,7 @@ from robert_server.contacts import BATCH_SIZE
 from robert_server.matching.scoring import score_contact
 from simulator.backend import BackendError, GrpcIssuer, fetch_server_key
 from simulator.phone import ApiResponse, Phone
-from tests.test_up import _wait_healthy
-from tests.test_up_supervision import _child, _children, _env
+from tests.fixtures.up import start_up, stop_up, up_child, up_children, up_env, up_ports, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +184,7 @@ async def _wait_back(run_proc: subprocess.Popen[bytes], marker: str, old: int) -
     deadline = asyncio.get_running_loop().time() + 90
     while True:
         assert run_proc.poll() is None, "robert up stopped"
-        found = [p for p, cmd in _children(run_proc.pid).items() if marker in cmd]
+        found = [p for p, cmd in up_children(run_proc.pid).items() if marker in cmd]
         if found and old not in found:
             return
         assert asyncio.get_running_loop().time() < deadline, f"{marker} not started again"
@@ -199,7 +197,7 @@ async def _kill(run: Run, up: subprocess.Popen[bytes], name: str, after: float, 
     started it again."""
     await run.fire.wait()
     await asyncio.sleep(after)
-    victim = _child(up.pid, VICTIMS[name])
+    victim = up_child(up.pid, VICTIMS[name])
     os.kill(victim, signal.SIGKILL)
     kills.append(name)
     await _wait_back(up, VICTIMS[name], victim)
@@ -240,10 +238,10 @@ def _expected_scores(reporter: Phone, target: Phone) -> dict[str, float]:
 
 async def test_chaos_nothing_lost_nothing_twice_no_phone_locked_out(tmp_path: Path) -> None:
     rng = random.Random(SEED)
-    ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes")}
+    ports = up_ports()
     shift_file = tmp_path / "clock_shift"
     write_clock_shift(shift_file, 0)
-    env = _env(
+    env = up_env(
         tmp_path, ports,
         ROBERT_CLOCK_SHIFT_FILE=str(shift_file),
         ROBERT_STATUS_MIN_EPOCH_GAP=str(GAP_EPOCHS),
@@ -259,14 +257,10 @@ async def test_chaos_nothing_lost_nothing_twice_no_phone_locked_out(tmp_path: Pa
         ROBERT_GRPC_PLAINTEXT="true",
     )  # fmt: skip
     log_path = tmp_path / "up.log"
-    log_file = log_path.open("wb")
-    up = subprocess.Popen(  # noqa: ASYNC220 - started once, watched over HTTP
-        [sys.executable, "-m", "robert_server.cli", "up", "--without", "portal", "--without", "dev-idp"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
-    )  # fmt: skip
+    up = start_up(tmp_path, env, "--without", "portal", "--without", "dev-idp", log=log_path)
     client: AsyncMongoClient | None = None
     try:
-        await _wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", up)
+        await wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", up)
         token = await _issuer_token(env, tmp_path)
         key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}")
         clock = Clock(shift_file)
@@ -377,13 +371,7 @@ async def test_chaos_nothing_lost_nothing_twice_no_phone_locked_out(tmp_path: Pa
     finally:
         if client is not None:
             await client.close()
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait()
-        log_file.close()
+        stop_up(up)
         print("robert up log:", log_path.read_text(errors="replace")[-4000:])  # shown if the test fails
     restarted = log_path.read_text(errors="replace").count('"component restarted"')
     assert restarted >= len(kills), log_path.read_text(errors="replace")[-3000:]

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from robert_common.mongo import free_port
 from robert_server.up import COMPONENTS, OS_ENVIRONMENT, SETTINGS_OF, child_environment
-from tests.test_up import _wait_healthy
+from tests.fixtures.up import start_up, stop_up, up_env, up_ports, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -72,42 +68,25 @@ async def test_each_child_holds_only_its_own_secrets(tmp_path: Path) -> None:
         )
     )
     jwt_key.chmod(0o600)
-    ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes")}
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ROBERT_")},
-        "ROBERT_DATA_DIR": str(tmp_path / "data"),
-        "ROBERT_HTTP_PORT": str(ports["http"]),
-        "ROBERT_METRICS_PORT": str(ports["metrics"]),
-        "ROBERT_CRYPTO_LISTEN": f"127.0.0.1:{ports['crypto']}",
-        "ROBERT_CRYPTO_ADDRESS": f"127.0.0.1:{ports['crypto']}",
-        "ROBERT_CODES_LISTEN": f"127.0.0.1:{ports['codes']}",
-        "ROBERT_CODES_ADDRESS": f"127.0.0.1:{ports['codes']}",
-        "ROBERT_CAPTCHA": "off",
-        "ROBERT_KEYSTORE_PASSPHRASE": passphrase,
-        "ROBERT_CODES_PEPPER": pepper,
-        "ROBERT_DECLARATION_TOKEN_KEY_FILE": str(jwt_key),
-        "UNRELATED_SECRET": "not-for-children",  # any other variable of the operator's shell stays here
-    }
+    ports = up_ports()
+    env = up_env(
+        tmp_path, ports,
+        ROBERT_KEYSTORE_PASSPHRASE=passphrase,
+        ROBERT_CODES_PEPPER=pepper,
+        ROBERT_DECLARATION_TOKEN_KEY_FILE=str(jwt_key),
+        UNRELATED_SECRET="not-for-children",  # any other variable of the operator's shell stays here
+    )  # fmt: skip
     log_path = tmp_path / "up.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for over HTTP
-            [sys.executable, "-m", "robert_server.cli", "up"], env=env, cwd=tmp_path,
-            stdout=subprocess.DEVNULL, stderr=log_file,
-        )  # fmt: skip
-        try:
-            await _wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
-            seen: dict[str, tuple[str, str]] = {}  # component -> (environ, command line)
-            for pid in _children(proc.pid):
-                found = _environ_and_cmdline(pid)
-                if found is not None:
-                    seen[_component(found[1].split("\0"))] = found
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
+    proc = start_up(tmp_path, env, log=log_path)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
+        seen: dict[str, tuple[str, str]] = {}  # component -> (environ, command line)
+        for pid in _children(proc.pid):
+            found = _environ_and_cmdline(pid)
+            if found is not None:
+                seen[_component(found[1].split("\0"))] = found
+    finally:
+        stop_up(proc)
     assert {"crypto", "codes", "api", "matcher", "database"} <= set(seen), (
         sorted(seen),
         log_path.read_text(),

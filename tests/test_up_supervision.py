@@ -7,43 +7,29 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
-import grpc
 import orjson
 import pytest
 
-from robert_common.mongo import free_port
 from simulator.backend import fetch_server_key
 from simulator.phone import Phone
-from tests.test_up import _wait_healthy
+from tests.fixtures.up import (
+    plane_credentials,
+    start_up,
+    stop_up,
+    up_child,
+    up_children,
+    up_env,
+    up_ports,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.slow
 
-
-def _children(pid: int) -> dict[int, str]:
-    """The processes whose parent is ``pid``, with their command lines."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                out[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
-def _child(pid: int, marker: str) -> int:
-    found = [p for p, cmd in _children(pid).items() if marker in cmd]
-    assert len(found) == 1, _children(pid)
-    return found[0]
+# The API, the crypto service and the database only: what these tests kill and watch come back.
+WITHOUT = ("--without", "matcher", "--without", "codes", "--without", "portal", "--without", "dev-idp")
 
 
 async def _until(check, within: float = 90.0):  # type: ignore[no-untyped-def]
@@ -54,22 +40,6 @@ async def _until(check, within: float = 90.0):  # type: ignore[no-untyped-def]
             return result
         assert asyncio.get_running_loop().time() < deadline, "not back in time"
         await asyncio.sleep(0.5)
-
-
-def _env(tmp_path: Path, ports: dict[str, int], **extra: str) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ROBERT_")},
-        "ROBERT_DATA_DIR": str(tmp_path / "data"),
-        "ROBERT_HTTP_PORT": str(ports["http"]),
-        "ROBERT_METRICS_PORT": str(ports["metrics"]),
-        "ROBERT_CRYPTO_LISTEN": f"127.0.0.1:{ports['crypto']}",
-        "ROBERT_CRYPTO_ADDRESS": f"127.0.0.1:{ports['crypto']}",
-        "ROBERT_CODES_LISTEN": f"127.0.0.1:{ports['codes']}",
-        "ROBERT_CODES_ADDRESS": f"127.0.0.1:{ports['codes']}",
-        "ROBERT_CAPTCHA": "off",
-        "ROBERT_STATUS_MIN_EPOCH_GAP": "0",
-        **extra,
-    }
 
 
 def _log_lines(path: Path) -> list[dict]:
@@ -83,26 +53,19 @@ def _log_lines(path: Path) -> list[dict]:
 
 
 async def test_killed_crypto_service_and_database_come_back_and_a_phone_is_served(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes")}
+    ports = up_ports()
     (tmp_path / "data").mkdir()
     (tmp_path / "data").chmod(0o755)  # as an earlier version left it
     (tmp_path / "data" / "mongodb.uri").write_text("stale\n")
     (tmp_path / "data" / "mongodb.uri").chmod(0o644)
     log_path = tmp_path / "up.log"
-    log_file = log_path.open("wb")
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, watched over HTTP
-        [sys.executable, "-m", "robert_server.cli", "up", "--without", "matcher", "--without", "codes",
-         "--without", "portal", "--without", "dev-idp"],
-        env=_env(tmp_path, ports), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
-    )  # fmt: skip
+    env = up_env(tmp_path, ports, ROBERT_STATUS_MIN_EPOCH_GAP="0")
+    proc = start_up(tmp_path, env, *WITHOUT, log=log_path)
     try:
-        await _wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
+        await wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
         _assert_private(tmp_path / "data")
-        tls_dir = tmp_path / "data" / "tls"  # robert up's development certificates (mutual TLS)
-        creds = grpc.ssl_channel_credentials(*(
-            (tls_dir / name).read_bytes() for name in ("ca.pem", "seed.key", "seed.pem")
-        ))  # fmt: skip
-        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}", credentials=creds)
+        credentials = plane_credentials(tmp_path / "data")  # robert up's development certificates
+        key = await fetch_server_key(f"127.0.0.1:{ports['crypto']}", credentials=credentials)
         async with aiohttp.ClientSession() as http:
             phone = Phone(f"http://127.0.0.1:{ports['http']}", key, http=http)
             assert (await phone.register()).status == 201
@@ -115,19 +78,12 @@ async def test_killed_crypto_service_and_database_come_back_and_a_phone_is_serve
                     return False
 
             for marker in (" crypto", "secantus"):
-                victim = _child(proc.pid, marker)
+                victim = up_child(proc.pid, marker)
                 os.kill(victim, signal.SIGKILL)
                 await _until(lambda v=victim, m=marker: _respawned(proc.pid, m, v))
                 await _until(served)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        finally:
-            log_file.close()
+        stop_up(proc)
     assert proc.returncode == 0, log_path.read_text()[-3000:]
     restarted = [line["component"] for line in _log_lines(log_path) if line["msg"] == "component restarted"]
     assert restarted == ["crypto", "database"]
@@ -145,32 +101,29 @@ def _assert_private(data: Path) -> None:
 
 
 async def _respawned(up_pid: int, marker: str, old: int) -> bool:
-    found = [p for p, cmd in _children(up_pid).items() if marker in cmd]
+    found = [p for p, cmd in up_children(up_pid).items() if marker in cmd]
     return bool(found) and old not in found
 
 
 async def test_a_component_that_keeps_failing_stops_the_system(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("http", "metrics", "crypto", "codes")}
+    ports = up_ports()
     log_path = tmp_path / "up.log"
-    log_file = log_path.open("wb")
-    env = _env(tmp_path, ports, ROBERT_UP_MAX_RESTARTS="1", ROBERT_UP_RESTART_WINDOW="600")
-    proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "robert_server.cli", "up", "--without", "matcher", "--without", "codes",
-         "--without", "portal", "--without", "dev-idp"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
+    env = up_env(
+        tmp_path, ports,
+        ROBERT_STATUS_MIN_EPOCH_GAP="0", ROBERT_UP_MAX_RESTARTS="1", ROBERT_UP_RESTART_WINDOW="600",
     )  # fmt: skip
+    proc = start_up(tmp_path, env, *WITHOUT, log=log_path)
     try:
-        await _wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
-        first = _child(proc.pid, " crypto")
+        await wait_healthy(f"http://127.0.0.1:{ports['metrics']}/health", proc)
+        first = up_child(proc.pid, " crypto")
         os.kill(first, signal.SIGKILL)
         await _until(lambda: _respawned(proc.pid, " crypto", first))
-        os.kill(_child(proc.pid, " crypto"), signal.SIGKILL)  # the second failure in the window
+        os.kill(up_child(proc.pid, " crypto"), signal.SIGKILL)  # the second failure in the window
         await asyncio.wait_for(asyncio.to_thread(proc.wait), 60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        log_file.close()
     assert proc.returncode == 1
     assert any(line["msg"] == "component keeps failing; stopping the system" for line in _log_lines(log_path))
     assert not (tmp_path / "data" / "mongodb.uri").exists()

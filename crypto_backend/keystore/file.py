@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from crypto_backend import protocol
 from crypto_backend.keystore.base import KeyStoreError, RotationResult, UnknownKeyVersionError
+from robert_common.files import write_private
 
 FORMAT = "robert-keystore/1"
 DAY_KEY_SIZE = 24  # K_S: SKINNY-64/192 key
@@ -171,27 +172,6 @@ def _check_header(header: Any) -> tuple[bytes, int, int, int]:
     if n & (n - 1) or not 16 <= len(salt) <= 64:
         raise KeyStoreError("key store file has unsupported KDF parameters")
     return salt, n, r, p
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename, fsync folder."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @contextlib.contextmanager
@@ -461,4 +441,4 @@ def _write(
     nonce = secrets.token_bytes(NONCE_SIZE)
     ciphertext = AESGCM(key).encrypt(nonce, material.to_json(), _header_aad(header))
     doc = {**header, "nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
-    _atomic_write(path, json.dumps(doc, indent=1).encode() + b"\n")
+    write_private(path, json.dumps(doc, indent=1).encode() + b"\n")

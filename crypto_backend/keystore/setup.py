@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import secrets
 from pathlib import Path
 
 from crypto_backend.keystore.base import KeyStore, KeyStoreError, NoKeysError
-from crypto_backend.keystore.file import FileKeyStore, _atomic_write
+from crypto_backend.keystore.file import FileKeyStore
 from robert_common.clock import Clock
+from robert_common.files import write_private
 from robert_common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,7 @@ def ensure_dev_keystore(settings: Settings, clock: Clock) -> Path | None:
     except KeyStoreError:
         passphrase = secrets.token_urlsafe(32).encode()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(dev_passphrase_path(settings), passphrase + b"\n")
-        os.chmod(dev_passphrase_path(settings), 0o600)
+        write_private(dev_passphrase_path(settings), passphrase + b"\n")
     store = FileKeyStore.create(path, passphrase)
     store.rotate(today, days_ahead(settings), settings.key_retention_days)
     log.warning(

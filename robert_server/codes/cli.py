@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from robert_common.clock import Clock
+from robert_common.files import open_private_append, write_private
 from robert_common.logs import setup_logging
 from robert_common.mongo import open_database
 from robert_common.settings import Settings, SettingsError, load_settings
@@ -187,8 +188,7 @@ async def issue_long_file(
     missing = count - len(rows)
     if missing > 0:
         new_file = not rows and not read_lot_header(out)
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "w", newline="") as f:
+        with os.fdopen(open_private_append(out), "w", newline="") as f:  # live codes: owner only
             writer = csv.writer(f, lineterminator="\n")
             if new_file:
                 writer.writerow(CSV_HEADER)
@@ -247,15 +247,6 @@ def render_qr(settings: Settings, code: str, out: Path | None, scale: int = 8) -
     return buf.getvalue()
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` readable by its owner only (0600, also when the file existed): a QR code is a live
-    code."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(data)
-
-
 def run_qr(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
@@ -267,7 +258,7 @@ def run_qr(args: argparse.Namespace) -> int:
         if args.out is None:
             sys.stdout.buffer.write(image)
         else:
-            write_private(args.out, image)
+            write_private(args.out, image)  # owner only: a QR code is a live code
     except OSError as e:
         return _report("codes qr", CommandError(f"{args.out}: {e.strerror}"))
     return 0

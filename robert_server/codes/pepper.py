@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from pathlib import Path
 
+from robert_common.files import create_private
 from robert_common.settings import Settings, SettingsError
 
 PEPPER_FILE = "codes_pepper"
@@ -40,16 +40,12 @@ def load_pepper(settings: Settings) -> bytes:
 def _dev_pepper(path: Path) -> bytes:
     """Read the pepper file, creating it atomically (O_EXCL) if absent so concurrent starts agree."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32).encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        create_private(path, value)
     except FileExistsError:
         pass
     else:
-        value = secrets.token_hex(32).encode()
-        with os.fdopen(fd, "wb") as f:
-            f.write(value)
-            f.flush()
-            os.fsync(f.fileno())
         return value
     for _ in range(50):  # another process may be between create and write
         value = path.read_bytes().strip()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from robert_common.files import write_private
 from robert_common.settings import FederationPartner, Settings, SettingsError
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a delivery call: up to 500 batches of up to 100 contacts
@@ -126,12 +126,6 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def create_country_pki(directory: Path, country_code: int, days: int = 825) -> CountryPki:
     """Write ``ca.pem`` (a CA for this country), ``federation.pem`` and ``federation.key`` (its
     certificate, for localhost/127.0.0.1, client and server use) in ``directory``; refuses to overwrite."""
@@ -175,7 +169,7 @@ def create_country_pki(directory: Path, country_code: int, days: int = 825) -> C
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(out.key, _pem_key(key))
+    write_private(out.key, _pem_key(key))
     out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     out.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     return out

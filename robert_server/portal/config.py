@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from robert_common import tls
+from robert_common.files import create_private
 from robert_common.settings import Settings, SettingsError
 
 from .oidc import load_client_key
@@ -53,13 +53,11 @@ class PortalConfig:
 def dev_secret(path: Path) -> str:
     """Read ``path``, creating it (mode 0600, 256 random bits) if absent: development secrets."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        create_private(path, (value + "\n").encode())
     except FileExistsError:
         return path.read_text().strip()
-    value = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
     return value
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import shutil
 import socket
@@ -18,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from robert_common.clock import Clock
+from robert_common.files import write_private
 from robert_common.mongo import mongo_client
 from robert_common.settings import Settings
 
@@ -51,11 +51,7 @@ def _ensure_token(uri: str, settings: Settings, path: Path) -> None:
     if token is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    tmp.replace(path)
+    write_private(path, (token + "\n").encode())
 
 
 def _dev_idp_ready() -> bool:
