@@ -11,13 +11,16 @@ from robert_common import heap
 
 def test_settle_freezes_what_start_up_made_and_says_how_much() -> None:
     kept = [[i] for i in range(10_000)]  # made "at start-up", kept for the process's life
+    thresholds = gc.get_threshold()
     try:
         frozen = heap.settle()
         assert frozen == gc.get_freeze_count() >= len(kept)
         assert REGISTRY.get_sample_value("robert_gc_frozen_objects") == frozen
         assert not any(o is kept for o in gc.get_objects())  # in no generation the collector walks
+        assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *thresholds[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_each_collection_is_timed_by_generation() -> None:
