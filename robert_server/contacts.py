@@ -107,38 +107,56 @@ async def store_report(
     return await store_packed(db, report_id, [pack_contact(c) for c in contacts], received_at)
 
 
+def batch_id(report_id: str, index: int) -> str:
+    """The id of the ``index``-th batch (of ``BATCH_SIZE`` contacts) of a report."""
+    return f"{report_id}:{index}"
+
+
 async def received_at(db: AsyncDatabase, report_id: str) -> dt.datetime | None:
     """When the contacts of ``report_id`` were stored first (a retry stores nothing again); None when
     it had none. Its KPI day (robert_server/api/report.py)."""
-    doc = await collection(db).find_one({"_id": f"{report_id}:0"}, {"received_at": 1})
+    doc = await collection(db).find_one({"_id": batch_id(report_id, 0)}, {"received_at": 1})
     return None if doc is None else doc["received_at"]
+
+
+async def _insert_batches(
+    coll: AsyncCollection,
+    report_id: str,
+    packed: Sequence[dict[str, Any]],
+    received_at: dt.datetime,
+    lease_until: dt.datetime,
+    **fields: Any,
+) -> list[str]:
+    """Store ``packed`` contacts as batches of ``BATCH_SIZE`` (with ``fields``); a batch stored already
+    is left as it is (a retry stores nothing twice). The batch ids."""
+    docs = [
+        {
+            "_id": batch_id(report_id, i // BATCH_SIZE),
+            "report_id": report_id,
+            **fields,
+            "received_at": received_at,
+            "contacts": list(packed[i : i + BATCH_SIZE]),
+            "lease_until": lease_until,
+            "lease_owner": None,
+            "attempts": 0,
+        }
+        for i in range(0, len(packed), BATCH_SIZE)
+    ]
+    if docs:
+        try:
+            await coll.insert_many(docs, ordered=False)
+        except BulkWriteError as e:
+            if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
+                raise  # anything but "already stored" is a real failure
+    return [d["_id"] for d in docs]
 
 
 async def store_packed(
     db: AsyncDatabase, report_id: str, packed: Sequence[dict[str, Any]], received_at: dt.datetime
 ) -> int:
     """:func:`store_report` of contacts already packed (:func:`pack_contact`)."""
-    contacts = packed
-    docs = [
-        {
-            "_id": f"{report_id}:{i // BATCH_SIZE}",
-            "report_id": report_id,
-            "received_at": received_at,
-            "contacts": list(contacts[i : i + BATCH_SIZE]),
-            "lease_until": UNCLAIMED,
-            "lease_owner": None,
-            "attempts": 0,
-        }
-        for i in range(0, len(contacts), BATCH_SIZE)
-    ]
-    if not docs:
-        return 0
-    try:
-        await durable(collection(db)).insert_many(docs, ordered=False)  # the phone is answered 200
-    except BulkWriteError as e:
-        if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
-            raise  # anything but "already stored" is a real failure
-    return len(docs)
+    # Journaled: the phone is answered 200.
+    return len(await _insert_batches(durable(collection(db)), report_id, packed, received_at, UNCLAIMED))
 
 
 async def store_forwarded(
@@ -151,26 +169,7 @@ async def store_forwarded(
     Held, a batch cannot be matched and deleted before the receiver has recorded the federation batch
     as stored, so a delivery retried at any moment never stores its contacts a second time."""
     report_id = FORWARDED_PREFIX + key
-    docs: list[dict[str, Any]] = [
-        {
-            "_id": f"{report_id}:{i // BATCH_SIZE}",
-            "report_id": report_id,
-            "origin": origin,
-            "received_at": received_at,
-            "contacts": list(packed[i : i + BATCH_SIZE]),
-            "lease_until": HELD,
-            "lease_owner": None,
-            "attempts": 0,
-        }
-        for i in range(0, len(packed), BATCH_SIZE)
-    ]
-    if docs:
-        try:
-            await collection(db).insert_many(docs, ordered=False)
-        except BulkWriteError as e:
-            if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
-                raise
-    return [d["_id"] for d in docs]
+    return await _insert_batches(collection(db), report_id, packed, received_at, HELD, origin=origin)
 
 
 async def release_forwarded(db: AsyncDatabase, batch_ids: Sequence[str]) -> None:
@@ -186,7 +185,9 @@ async def release_forwarded(db: AsyncDatabase, batch_ids: Sequence[str]) -> None
 
 def forwarded_ids(key: str, contacts_count: int) -> list[str]:
     """The batch ids :func:`store_forwarded` gives a federation batch of ``contacts_count`` contacts."""
-    return [f"{FORWARDED_PREFIX}{key}:{i}" for i in range((contacts_count + BATCH_SIZE - 1) // BATCH_SIZE)]
+    return [
+        batch_id(FORWARDED_PREFIX + key, i) for i in range((contacts_count + BATCH_SIZE - 1) // BATCH_SIZE)
+    ]
 
 
 async def delete_report(db: AsyncDatabase, report_id: str) -> None:
