@@ -10,13 +10,13 @@ Every test that reaches the database (any fixture built on ``mongo_uri``: ``db``
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from robert_common.mongo import database_uri, mongo_client
+from robert_common.mongo import database_uri
+from tests.fixtures.database import fresh_database
 
 # Fixtures each component offers to the others' tests (one module per component).
 pytest_plugins = ["tests.fixtures.tls", "tests.fixtures.crypto", "tests.fixtures.api", "tests.fixtures.codes"]
@@ -38,10 +38,5 @@ def mongo_uri() -> Iterator[str]:
 @pytest.fixture
 async def db(mongo_uri: str) -> AsyncIterator[AsyncDatabase]:
     """A fresh, empty database for one test, dropped afterwards."""
-    client = mongo_client(mongo_uri)
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        yield client[name]
-    finally:
-        await client.drop_database(name)
-        await client.close()
+    async with fresh_database(mongo_uri) as database:
+        yield database

@@ -21,7 +21,6 @@ answered after 44-52 s, past the client's socket timeout (:func:`daily_violation
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,12 +28,13 @@ import aiohttp
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from robert_common.mongo import IN_CHUNK, CommandRecorder, mongo_client
+from robert_common.mongo import IN_CHUNK, CommandRecorder
 from robert_server import contacts, registrations
 from robert_server.captcha import BuiltinCaptcha
 from robert_server.codes import make_verifier
 from robert_server.matching.worker import MatchingConfig, Worker
 from tests.fixtures.codes import make_code
+from tests.fixtures.database import fresh_database
 
 # Shard key of each sharded collection (docs/sharding.md); the others live unsharded on one shard.
 SHARD_KEYS = {"registrations": "_id", "identities": "_id", "captchas": "_id"}
@@ -170,15 +170,12 @@ recorder = CommandRecorder()
 @pytest.fixture
 async def db(mongo_uri: str) -> AsyncIterator[AsyncDatabase]:
     """The test database through a client with the command listener: the real code under test uses it."""
-    client = mongo_client(mongo_uri, listeners=[recorder])
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        yield client[name]
-    finally:
-        recorder.active = False
-        recorder.take()
-        await client.drop_database(name)
-        await client.close()
+    async with fresh_database(mongo_uri, listeners=[recorder]) as database:
+        try:
+            yield database
+        finally:
+            recorder.active = False
+            recorder.take()
 
 
 @pytest.mark.api_settings(codes_pepper="test-pepper-0123456789abcdef")

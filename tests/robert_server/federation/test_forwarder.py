@@ -6,31 +6,25 @@ crypto service fixture's country) with its own day keys."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from robert_common.mongo import mongo_client
 from robert_common.settings import FederationPartner
 from robert_server import contacts, kpis, registrations
 from robert_server.federation import outbox
 from robert_server.federation.forwarder import Backoff, Forwarder
+from tests.fixtures.database import fresh_database
 from tests.robert_server.federation.conftest import PARTNER, US, Federation
 from tests.robert_server.matching.test_worker import FULL_EPOCH
 
 
 @pytest.fixture
 async def sender_db(mongo_uri: str) -> AsyncIterator[AsyncDatabase]:
-    client = mongo_client(mongo_uri)
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        yield client[name]
-    finally:
-        await client.drop_database(name)
-        await client.close()
+    async with fresh_database(mongo_uri) as database:
+        yield database
 
 
 class Tick:
