@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 
 from tests.robert_server.api.gates import Gated
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _hold_two_reports(api_server, http) -> tuple[Gated, list[asyncio.Task]]:

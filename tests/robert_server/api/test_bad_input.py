@@ -6,19 +6,12 @@ import base64
 import logging
 import os
 
-import aiohttp
 import pytest
 
 from crypto_backend import protocol
 from robert_common.clock import EPOCH_DURATION, EPOCHS_PER_DAY
 from robert_server import contacts, registrations
 from simulator.phone import Phone, b64
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

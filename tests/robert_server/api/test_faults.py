@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-import pytest
 from aiohttp import web
 
 from crypto_backend import protocol
@@ -15,12 +13,6 @@ from robert_server.api.app import create_app
 from robert_server.crypto_client import CryptoClient
 from tests.fixtures.api import api_settings
 from tests.robert_server.test_crypto_client import GARBAGE, OddCryptoService
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def serve(app: web.Application):

@@ -7,15 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 import orjson
 import pytest
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def raw(base_url: str, data: bytes) -> tuple[bytes, bytes]:

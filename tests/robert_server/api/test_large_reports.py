@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import orjson
 import pytest
 
@@ -26,12 +25,6 @@ def report_body(megabytes: float) -> bytes:
     size = len(orjson.dumps(contact)) + 1
     count = int(megabytes * 1e6 / size)
     return orjson.dumps({"token": "NO-SUCH-CODE", "contacts": [contact] * count})
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def send_head(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -17,12 +16,6 @@ from robert_server import contacts, kpis, registrations
 from robert_server.api.app import create_app
 from tests.fixtures.api import api_settings
 from tests.robert_server.api.gates import Gated, logged, post_and_leave
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import jwt
 import pytest
 
@@ -13,12 +12,6 @@ from robert_common.clock import EPOCH_DURATION
 from robert_server import client_config, kpis, registrations
 from robert_server.api.services import SERVICES
 from simulator.phone import Phone
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def registered(api_server, http, **kw) -> Phone:

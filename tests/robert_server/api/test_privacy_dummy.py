@@ -13,7 +13,6 @@ import math
 import random
 import time
 
-import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
@@ -32,12 +31,6 @@ ALPHA = 0.0001
 
 def dummy_count() -> float:
     return REGISTRY.get_sample_value("robert_api_dummy_reports_total") or 0.0
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _registered(api_server, http) -> Phone:

@@ -13,7 +13,6 @@ import base64
 import datetime as dt
 import os
 
-import aiohttp
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -93,12 +92,6 @@ def test_a_value_wider_than_its_bound_is_sent_unpadded_and_logged(caplog: pytest
 
 
 # --- end to end: the real API --------------------------------------------------------------------
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _registered(api_server, http) -> Phone:

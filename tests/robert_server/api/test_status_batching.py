@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
 from crypto_backend import protocol
 from crypto_backend.identities import COLLECTION as IDENTITIES
 from robert_server import registrations
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def batch_calls() -> float:

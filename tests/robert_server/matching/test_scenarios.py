@@ -3,7 +3,6 @@ are ``simulator.phone.Phone`` talking HTTP; the one ManualClock moves everything
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,12 +15,6 @@ from tests.robert_server.matching.conftest import offset_zero
 
 pytestmark = pytest.mark.api_settings(status_min_epoch_gap=0)
 _codes = iter(f"C{i:05d}" for i in range(100_000))
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 class World:
